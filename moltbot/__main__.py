@@ -1,0 +1,3 @@
+from moltbot.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,161 @@
+"""The typed, immutable configuration the rest of the gateway reads.
+
+`moltbot.config.load_config()` builds a `Config` from the JSON5/YAML file, the environment and the
+CLI; after that nothing touches raw dicts. Field defaults here are the documented defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+AuthMode = Literal["token", "password"]
+ApiKind = Literal["openai-completions", "anthropic-messages", "builtin-echo"]
+LogLevel = Literal["silent", "fatal", "error", "warn", "info", "debug", "trace"]
+LogFormat = Literal["auto", "pretty", "json"]
+
+DEFAULT_PORT = 18789
+DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
+ECHO_MODEL_REF = "builtin/echo"
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    """Failed-auth limit per client IP: `max_attempts` failures in `window_ms` lock out for
+    `lockout_ms`."""
+
+    max_attempts: int = 10
+    window_ms: int = 60_000
+    lockout_ms: int = 300_000
+    exempt_loopback: bool = True
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    mode: AuthMode = "token"
+    token: str | None = None
+    password: str | None = None
+    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+
+    @property
+    def secret(self) -> str | None:
+        """The shared secret clients must present in the active mode."""
+        return self.token if self.mode == "token" else self.password
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    chat_completions_enabled: bool = False
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    port: int = DEFAULT_PORT
+    # "loopback" (127.0.0.1), "lan" (0.0.0.0) or an explicit IP address.
+    bind: str = "loopback"
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    trusted_proxies: tuple[str, ...] = ()
+    http: HttpConfig = field(default_factory=HttpConfig)
+    shutdown_grace_seconds: float = 10.0
+
+    @property
+    def host(self) -> str:
+        """The address to listen on."""
+        return {"loopback": "127.0.0.1", "lan": "0.0.0.0"}.get(self.bind, self.bind)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    id: str
+    name: str
+    context_window: int = 200_000
+    max_tokens: int = 8192
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    name: str
+    base_url: str
+    api: ApiKind
+    api_key: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    models: tuple[ModelConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    providers: tuple[ProviderConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A primary model ref ("provider/model") and the refs to fall back to, in order."""
+
+    primary: str | None = None
+    # None: not set here (inherit); () : explicitly no fallbacks.
+    fallbacks: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str | None = None
+    theme: str | None = None
+    emoji: str | None = None
+    avatar: str | None = None
+
+
+@dataclass(frozen=True)
+class AgentDefaults:
+    model: ModelChoice = field(default_factory=ModelChoice)
+    workspace: Path | None = None
+    skip_bootstrap: bool = False
+    bootstrap_max_chars: int = 20_000
+    user_timezone: str | None = None
+    timeout_seconds: int = 600
+    max_concurrent: int = 4
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    id: str
+    default: bool = False
+    name: str | None = None
+    workspace: Path | None = None
+    model: ModelChoice | None = None
+    identity: Identity | None = None
+
+
+@dataclass(frozen=True)
+class AgentsConfig:
+    defaults: AgentDefaults = field(default_factory=AgentDefaults)
+    list: tuple[AgentConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    # SQLite file holding every session and transcript; default <stateDir>/sessions.sqlite.
+    store: Path | None = None
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: LogLevel = "info"
+    format: LogFormat = "auto"
+
+
+@dataclass(frozen=True)
+class Config:
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    agents: AgentsConfig = field(default_factory=AgentsConfig)
+    session: SessionConfig = field(default_factory=SessionConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    # Where this config came from and where state lives (resolved at load).
+    state_dir: Path = field(default_factory=lambda: Path.home() / ".moltbot")
+    config_path: Path | None = None
+
+    @property
+    def session_store_path(self) -> Path:
+        return self.session.store or self.state_dir / "sessions.sqlite"
