@@ -6,8 +6,13 @@ plane forwards `payload()` as the `agent` event. `seq` starts at 1 per run and g
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from moltbot.logs import get_logger
+
+log = get_logger("moltbot.agents")
 
 Stream = Literal["lifecycle", "assistant", "usage"]
 
@@ -23,7 +28,7 @@ class AgentEvent:
 
     @property
     def phase(self) -> str | None:
-        """"start" / "end" / "error" for lifecycle events, else None."""
+        """ "start" / "end" / "error" for lifecycle events, else None."""
         return self.data.get("phase") if self.stream == "lifecycle" else None
 
     @property
@@ -40,3 +45,25 @@ class AgentEvent:
             "data": self.data,
             "sessionKey": self.session_key,
         }
+
+
+Listener = Callable[[AgentEvent], None]
+
+
+class EventBus:
+    """Every run's events, for observers beyond the run's own consumer (WS followers, logs).
+    Listeners are called synchronously and must not block; their errors are contained."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def publish(self, event: AgentEvent) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("agent event listener failed", run_id=event.run_id)

@@ -1,0 +1,153 @@
+"""What the model is told: the system prompt, the history-context block, message timestamps."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import platform
+import re
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from moltbot.agents.directory import Agent
+
+# Workspace files injected as project context, in this order, when present.
+BOOTSTRAP_FILES = ("AGENTS.md", "SOUL.md", "TOOLS.md", "IDENTITY.md", "USER.md")
+# How long a read of the workspace files is reused: edits show up within this many seconds,
+# and a busy gateway does not re-read five files for every request.
+WORKSPACE_CACHE_SECONDS = 2.0
+
+HISTORY_CONTEXT_MARKER = "[Chat messages since your last reply - for context]"
+CURRENT_MESSAGE_MARKER = "[Current message - respond to this]"
+
+_ENVELOPE = re.compile(r"^\[[^\]]*\d{4}-\d{2}-\d{2} \d{2}:\d{2}")
+
+
+def resolve_timezone(name: str | None) -> ZoneInfo:
+    try:
+        return ZoneInfo(name) if name else _host_zone()
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _host_zone() -> ZoneInfo:
+    local = datetime.now().astimezone().tzinfo
+    key = getattr(local, "key", None)
+    return ZoneInfo(key) if key else ZoneInfo("UTC")
+
+
+def format_timestamp(now: datetime) -> str:
+    """`Sat 2026-01-31 19:55 CET`: the reference's message envelope time."""
+    return now.strftime("%a %Y-%m-%d %H:%M ") + (now.tzname() or "UTC")
+
+
+def with_timestamp_prefix(message: str, zone: ZoneInfo, now: datetime | None = None) -> str:
+    """Prefix `[<time>] ` unless the message is blank or already carries a time."""
+    if not message.strip() or _ENVELOPE.match(message) or "Current time: " in message:
+        return message
+    return f"[{format_timestamp(now or datetime.now(zone))}] {message}"
+
+
+def history_context(history: Sequence[tuple[str, str]], current: tuple[str, str]) -> str:
+    """The reference's in-prompt history block: earlier `(sender, body)` lines, then the current.
+    With no history the prompt is the current body alone, without sender or markers."""
+    if not history:
+        return current[1]
+    lines = [f"{sender}: {body}" for sender, body in history]
+    return "\n".join(
+        [HISTORY_CONTEXT_MARKER, *lines, "", CURRENT_MESSAGE_MARKER, f"{current[0]}: {current[1]}"]
+    )
+
+
+def truncate_file(name: str, text: str, max_chars: int) -> str:
+    """Keep the head (70 %) and tail (20 %) of an oversized file, with a marker between."""
+    if len(text) <= max_chars:
+        return text
+    head, tail = int(max_chars * 0.7), int(max_chars * 0.2)
+    marker = f"\n[...truncated, read {name} for full content...]\n"
+    return text[:head] + marker + text[-tail:]
+
+
+@dataclass(frozen=True, slots=True)
+class _CachedFiles:
+    read_at: float
+    files: tuple[tuple[str, str], ...]
+
+
+class WorkspaceFiles:
+    """Reads an agent's bootstrap files off the event loop, cached for a short while."""
+
+    def __init__(self, max_chars: int) -> None:
+        self._max_chars = max_chars
+        self._cache: dict[Path, _CachedFiles] = {}
+
+    async def load(self, workspace: Path) -> tuple[tuple[str, str], ...]:
+        cached = self._cache.get(workspace)
+        if cached and time.monotonic() - cached.read_at < WORKSPACE_CACHE_SECONDS:
+            return cached.files
+        files = await asyncio.to_thread(self._read, workspace)
+        self._cache[workspace] = _CachedFiles(time.monotonic(), files)
+        return files
+
+    def _read(self, workspace: Path) -> tuple[tuple[str, str], ...]:
+        found = []
+        for name in BOOTSTRAP_FILES:
+            try:
+                text = (workspace / name).read_text(encoding="utf-8", errors="replace").rstrip()
+            except OSError:
+                continue
+            if text:
+                found.append((name, truncate_file(name, text, self._max_chars)))
+        return tuple(found)
+
+
+def system_prompt(
+    *,
+    agent: Agent,
+    model_ref: str,
+    default_ref: str,
+    zone: ZoneInfo,
+    files: Sequence[tuple[str, str]],
+    extra: str | None,
+    now: datetime | None = None,
+) -> str:
+    """The system prompt of one run, section by section."""
+    now = now or datetime.now(zone)
+    sections = ["You are a personal assistant running inside Moltbot."]
+    if agent.identity and agent.identity.name:
+        emoji = f" {agent.identity.emoji}" if agent.identity.emoji else ""
+        sections.append(f"Your name is {agent.identity.name}{emoji}.")
+    sections += ["## Workspace", f"Your working directory is: {agent.workspace}"]
+    sections += [
+        "## Current Date & Time",
+        f"Time zone: {zone.key}",
+        f"Current time: {format_timestamp(now)}",
+    ]
+    if extra:
+        sections += ["## Request Context", extra]
+    if files:
+        sections += ["# Project Context", "The following workspace files were loaded:"]
+        for name, text in files:
+            sections += [f"## {name}", text]
+    sections += ["## Runtime", _runtime_line(agent.id, model_ref, default_ref)]
+    return "\n".join(sections)
+
+
+@functools.cache
+def _host_line() -> str:
+    return (
+        f"host={socket.gethostname()} | os={platform.system()} ({platform.machine()}) | "
+        f"python={platform.python_version()}"
+    )
+
+
+def _runtime_line(agent_id: str, model_ref: str, default_ref: str) -> str:
+    return (
+        f"Runtime: agent={agent_id} | {_host_line()} | model={model_ref} "
+        f"| default_model={default_ref}"
+    )

@@ -1,0 +1,380 @@
+"""The one run codepath. HTTP, WebSocket and CLI all start turns here.
+
+`runtime.start(request)` validates and schedules a turn and returns its `Run`; iterating the run
+yields `AgentEvent`s as they happen: lifecycle start, assistant deltas, usage, lifecycle end/error.
+Each run works in its own task so that its timeout and abort never land in the consumer's code;
+when the consumer stops iterating before the end (a client went away), the run is aborted and its
+upstream request closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from moltbot.agents.directory import Agent, AgentDirectory
+from moltbot.agents.events import AgentEvent, EventBus, Stream
+from moltbot.agents.lanes import Lanes
+from moltbot.agents.prompt import WorkspaceFiles, resolve_timezone, system_prompt
+from moltbot.agents.session_keys import agent_of_key
+from moltbot.agents.sessions import SessionStore, TurnRecord
+from moltbot.config.model import Config
+from moltbot.logs import get_logger
+from moltbot.providers.base import (
+    ChatMessage,
+    Finish,
+    ModelRequest,
+    ProviderError,
+    SamplingParams,
+    TextDelta,
+    Usage,
+)
+from moltbot.providers.failover import FailoverStream, RetryPolicy
+from moltbot.providers.registry import ProviderRegistry
+
+log = get_logger("moltbot.agents")
+
+RunStatus = Literal["queued", "running", "ok", "error", "aborted"]
+# Finished runs stay visible to `get_run` (agent.wait, idempotency) this long, up to this many.
+RECENT_RUN_SECONDS = 600
+RECENT_RUN_LIMIT = 1000
+# How many earlier messages of a session are sent to the model.
+HISTORY_MESSAGES = 100
+
+
+class InvalidTurn(ValueError):
+    """The request cannot become a run (unknown agent, empty message, …)."""
+
+    def __init__(self, message: str, *, code: str = "invalid_request", param: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.param = param
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRequest:
+    message: str
+    session_key: str
+    agent_id: str | None = None  # None: the agent named by the session key, else the default
+    run_id: str | None = None
+    extra_system_prompt: str | None = None
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    timeout_seconds: float | None = None
+    # The key was minted for this request alone, so there is no history to read.
+    new_session: bool = False
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(eq=False)
+class Run:
+    """One turn: its state, and its events for the one consumer that iterates it."""
+
+    id: str
+    session_key: str
+    agent: Agent
+    request: TurnRequest
+    status: RunStatus = "queued"
+    started_at: int | None = None
+    ended_at: int | None = None
+    model_ref: str | None = None
+    text: str = ""
+    usage: Usage | None = None
+    finish_reason: str = "stop"
+    error: str | None = None
+    error_kind: str | None = None
+    seq: int = 0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    _pending: deque[AgentEvent] = field(default_factory=deque)
+    _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+    _abort_reason: str | None = None
+
+    def __aiter__(self) -> AsyncIterator[AgentEvent]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[AgentEvent]:
+        async for event in self.events():
+            if event is not None:
+                yield event
+
+    async def events(self, idle_timeout: float | None = None) -> AsyncIterator[AgentEvent | None]:
+        """The run's events up to and including the terminal one; `None` after every
+        `idle_timeout` seconds without one (for keep-alives). Stopping early aborts the run."""
+        try:
+            while True:
+                if not self._pending:
+                    if not await self._wait_for_event(idle_timeout):
+                        yield None
+                        continue
+                event = self._pending.popleft()
+                yield event
+                if event.is_terminal:
+                    return
+        finally:
+            if not self.done.is_set():
+                self.abort("client disconnected")
+
+    async def _wait_for_event(self, limit: float | None) -> bool:
+        # Waiting on an Event (not a Queue) means a timeout can never lose an event.
+        self._wakeup.clear()
+        try:
+            async with asyncio.timeout(limit):
+                await self._wakeup.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def _push(self, event: AgentEvent) -> None:
+        self._pending.append(event)
+        self._wakeup.set()
+
+    def abort(self, reason: str = "aborted") -> bool:
+        """Stop the run (queued or running). False if it had already finished."""
+        if self.done.is_set() or self._task is None:
+            return False
+        self._abort_reason = self._abort_reason or reason
+        self._task.cancel()
+        return True
+
+    async def wait(self) -> None:
+        await self.done.wait()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Status for `agent.wait` and friends."""
+        result: dict[str, Any] = {"runId": self.id, "status": self.status}
+        if self.started_at is not None:
+            result["startedAt"] = self.started_at
+        if self.ended_at is not None:
+            result["endedAt"] = self.ended_at
+        if self.error:
+            result["error"] = self.error
+        return result
+
+
+class AgentRuntime:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        store: SessionStore,
+        providers: ProviderRegistry,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        defaults = config.agents.defaults
+        self.agents = AgentDirectory(config)
+        self.store = store
+        self.providers = providers
+        self.bus = EventBus()
+        self._timeout = float(defaults.timeout_seconds)
+        self._zone = resolve_timezone(defaults.user_timezone)
+        self._files = WorkspaceFiles(defaults.bootstrap_max_chars)
+        self._lanes = Lanes(defaults.max_concurrent)
+        self._retry = retry_policy or RetryPolicy()
+        self._active: dict[str, Run] = {}
+        self._recent: OrderedDict[str, tuple[float, Run]] = OrderedDict()
+
+    # -- starting and finding runs ---------------------------------------------------------
+
+    def start(self, request: TurnRequest) -> Run:
+        """Validate and schedule a turn. Raises `InvalidTurn`; never blocks."""
+        agent = self._agent_for(request)
+        if not request.message.strip():
+            raise InvalidTurn("message must not be empty", param="message")
+        run_id = request.run_id or f"run_{uuid.uuid4().hex}"
+        if self.get_run(run_id) is not None:
+            raise InvalidTurn(f'run id "{run_id}" is already in use', code="duplicate_run")
+        run = Run(id=run_id, session_key=request.session_key, agent=agent, request=request)
+        self._active[run_id] = run
+        run._task = asyncio.create_task(self._execute(run), name=f"run {run_id}")
+        return run
+
+    def _agent_for(self, request: TurnRequest) -> Agent:
+        key_agent = agent_of_key(request.session_key)
+        agent_id = request.agent_id or key_agent or self.agents.default_id
+        if request.agent_id and key_agent and key_agent != request.agent_id:
+            raise InvalidTurn(
+                f'agent "{request.agent_id}" does not match session key agent "{key_agent}"',
+                param="agentId",
+            )
+        agent = self.agents.get(agent_id)
+        if agent is None:
+            raise InvalidTurn(f'unknown agent id "{agent_id}"', code="agent_not_found")
+        return agent
+
+    def get_run(self, run_id: str) -> Run | None:
+        """A running run, or one that finished in the last ten minutes."""
+        if run := self._active.get(run_id):
+            return run
+        entry = self._recent.get(run_id)
+        return entry[1] if entry else None
+
+    def active_runs(self, session_key: str | None = None) -> list[Run]:
+        runs = self._active.values()
+        return [r for r in runs if session_key is None or r.session_key == session_key]
+
+    def abort(self, run_id: str) -> bool:
+        run = self._active.get(run_id)
+        return run.abort() if run else False
+
+    # -- executing a run ---------------------------------------------------------------------
+
+    async def _execute(self, run: Run) -> None:
+        try:
+            async with self._lanes.slot(run.session_key):
+                run.status, run.started_at = "running", now_ms()
+                self._emit(run, "lifecycle", {"phase": "start", "startedAt": run.started_at})
+                async with asyncio.timeout(run.request.timeout_seconds or self._timeout):
+                    await self._call_model(run)
+            await self._finish(run, "ok")
+        except asyncio.CancelledError:
+            await self._finish(run, "aborted", run._abort_reason or "aborted", "aborted")
+        except TimeoutError:
+            await self._finish(run, "error", "agent run timed out", "timeout")
+        except ProviderError as exc:
+            await self._finish(run, "error", str(exc), exc.kind)
+        except Exception as exc:
+            log.exception("agent run failed", run_id=run.id)
+            await self._finish(
+                run, "error", f"internal error: {exc.__class__.__name__}", "internal"
+            )
+
+    async def _call_model(self, run: Run) -> None:
+        refs = run.agent.model_refs or (self.providers.default_ref(),)
+        request = await self._model_request(run, refs[0])
+        stream = FailoverStream(self.providers, refs, request, self._retry)
+        try:
+            async for item in stream:
+                run.model_ref = stream.model_ref
+                if isinstance(item, TextDelta):
+                    run.text += item.text
+                    self._emit(run, "assistant", {"text": run.text, "delta": item.text})
+                elif isinstance(item, Usage):
+                    run.usage = item
+                elif isinstance(item, Finish):
+                    run.finish_reason = item.reason
+        finally:
+            await stream.aclose()
+
+    async def _model_request(self, run: Run, model_ref: str) -> ModelRequest:
+        history: list[ChatMessage] = []
+        if not run.request.new_session:
+            history = await self.store.prompt_history(run.session_key, HISTORY_MESSAGES)
+        files = await self._files.load(run.agent.workspace)
+        system = system_prompt(
+            agent=run.agent,
+            model_ref=model_ref,
+            default_ref=self.providers.default_ref(),
+            zone=self._zone,
+            files=files,
+            extra=run.request.extra_system_prompt,
+        )
+        messages = (*history, ChatMessage("user", run.request.message))
+        return ModelRequest(
+            model="", system=system, messages=messages, sampling=run.request.sampling
+        )
+
+    # -- ending a run ------------------------------------------------------------------------
+
+    async def _finish(
+        self, run: Run, status: RunStatus, error: str | None = None, kind: str | None = None
+    ) -> None:
+        run.status, run.error, run.error_kind = status, error, kind
+        run.ended_at = now_ms()
+        try:
+            if run.started_at is not None:
+                # Shielded: an abort must not leave the transcript half-written.
+                await asyncio.shield(self._record(run))
+        finally:
+            if run.usage is not None:
+                self._emit(run, "usage", _usage_data(run.usage))
+            self._emit(run, "lifecycle", self._end_data(run))
+            self._retire(run)
+
+    async def _record(self, run: Run) -> None:
+        turn = TurnRecord(
+            key=run.session_key,
+            agent_id=run.agent.id,
+            run_id=run.id,
+            user_text=run.request.message,
+            assistant_text=run.text,
+            status="ok" if run.status == "ok" else run.status,  # type: ignore[arg-type]
+            started_at=run.started_at or run.ended_at or now_ms(),
+            ended_at=run.ended_at or now_ms(),
+            model=run.model_ref,
+            usage=run.usage,
+            error=run.error,
+        )
+        try:
+            await self.store.record_turn(turn)
+        except Exception as exc:  # the run's outcome still reaches the client
+            log.error("could not persist turn", run_id=run.id, error=str(exc))
+            if run.status == "ok":
+                run.status, run.error, run.error_kind = "error", "could not save the turn", "store"
+
+    def _end_data(self, run: Run) -> dict[str, Any]:
+        data: dict[str, Any] = {"startedAt": run.started_at, "endedAt": run.ended_at}
+        if run.status == "error":
+            return {"phase": "error", **data, "error": run.error, "kind": run.error_kind}
+        data.update(
+            phase="end",
+            aborted=run.status == "aborted",
+            finishReason=run.finish_reason,
+            model=run.model_ref,
+        )
+        if run.status == "aborted":
+            data["reason"] = run.error
+        return data
+
+    def _emit(self, run: Run, stream: Stream, data: dict[str, Any]) -> None:
+        run.seq += 1
+        event = AgentEvent(run.id, run.seq, stream, now_ms(), data, run.session_key)
+        run._push(event)
+        self.bus.publish(event)
+
+    def _retire(self, run: Run) -> None:
+        run.done.set()
+        self._active.pop(run.id, None)
+        now = time.monotonic()
+        self._recent[run.id] = (now, run)
+        while self._recent and (
+            len(self._recent) > RECENT_RUN_LIMIT
+            or next(iter(self._recent.values()))[0] < now - RECENT_RUN_SECONDS
+        ):
+            self._recent.popitem(last=False)
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    async def close(self, grace_seconds: float = 0) -> None:
+        """Let running turns finish within the grace period, abort the rest, release resources."""
+        runs = list(self._active.values())
+        if runs and grace_seconds > 0:
+            await asyncio.wait(
+                [asyncio.ensure_future(r.wait()) for r in runs], timeout=grace_seconds
+            )
+        for run in runs:
+            run.abort("gateway stopping")
+        tasks = [r._task for r in runs if r._task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        with contextlib.suppress(Exception):
+            await self.providers.close()
+        await self.store.close()
+
+
+def _usage_data(usage: Usage) -> dict[str, int]:
+    return {
+        "input": usage.input_tokens,
+        "output": usage.output_tokens,
+        "cacheRead": usage.cache_read_tokens,
+        "cacheWrite": usage.cache_write_tokens,
+        "total": usage.prompt_tokens + usage.output_tokens,
+    }

@@ -1,0 +1,62 @@
+"""One log line per HTTP request: method, path, status, duration, agent and session tag."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from moltbot.logs import get_logger, short_hash
+
+log = get_logger("moltbot.http")
+
+
+@dataclass(slots=True)
+class RequestTags:
+    """What a handler learns about a request that the log line should carry."""
+
+    agent: str | None = None
+    session_key: str | None = None
+
+
+REQUEST_TAGS = web.RequestKey("request_tags", RequestTags)
+
+
+def tags(request: web.Request) -> RequestTags:
+    return request[REQUEST_TAGS]
+
+
+@web.middleware
+async def access_log_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    request[REQUEST_TAGS] = request_tags = RequestTags()
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except (asyncio.CancelledError, ConnectionResetError):
+        status = 499  # the client closed the connection first
+        raise
+    finally:
+        _write(request, status, time.perf_counter() - started, request_tags)
+
+
+def _write(request: web.Request, status: int, seconds: float, request_tags: RequestTags) -> None:
+    fields: dict[str, Any] = {
+        "method": request.method,
+        "path": request.path,
+        "status": status,
+        "duration_ms": round(seconds * 1000, 2),
+    }
+    if request_tags.agent:
+        fields["agent"] = request_tags.agent
+    if request_tags.session_key:
+        fields["session"] = short_hash(request_tags.session_key)
+    log.info("http request", **fields)

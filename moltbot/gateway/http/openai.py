@@ -1,0 +1,180 @@
+"""POST /v1/chat/completions: an OpenAI-compatible front door to an ordinary agent run.
+
+The handler parses the request, picks the agent and session, starts the run through the runtime
+and turns the run's events into one JSON answer or an SSE stream.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from contextlib import aclosing
+
+from aiohttp import web
+
+from moltbot.agents.directory import AgentDirectory
+from moltbot.agents.runtime import InvalidTurn, Run, TurnRequest
+from moltbot.agents.session_keys import canonical_key, is_reserved
+from moltbot.config.agents import normalize_agent_id
+from moltbot.gateway.access_log import tags
+from moltbot.gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamTimeout,
+    error_body,
+)
+from moltbot.gateway.http.protocol import (
+    ChatCompletionRequest,
+    chunk_body,
+    completion_body,
+    parse_chat_request,
+)
+from moltbot.gateway.http.sse import EventStream
+from moltbot.gateway.state import AUTH_KEY, RUNTIME_KEY
+
+# A comment line goes out when the stream was silent this long, so proxies keep it open.
+KEEPALIVE_SECONDS = 15.0
+_AGENT_MODEL = re.compile(r"^(?:moltbot[:/]|agent:)([a-z0-9][a-z0-9_-]{0,63})$", re.IGNORECASE)
+_DEFAULT_MODELS = ("moltbot", "moltbot/default", "moltbot:default")
+_UPSTREAM_KINDS = ("auth", "rate_limit", "upstream", "connection", "malformed")
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    request.app[AUTH_KEY].check_request(request)
+    chat = parse_chat_request(await read_json(request))
+    runtime = request.app[RUNTIME_KEY]
+    agent_id = resolve_agent(request, chat.model, runtime.agents)
+    session_key, new_session = resolve_session(request, agent_id, chat.user, runtime.agents)
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    turn = TurnRequest(
+        message=chat.prompt,
+        session_key=session_key,
+        agent_id=agent_id,
+        run_id=completion_id,
+        extra_system_prompt=chat.extra_system_prompt,
+        sampling=chat.sampling,
+        new_session=new_session,
+    )
+    try:
+        run = runtime.start(turn)
+    except InvalidTurn as exc:
+        raise InvalidRequest(str(exc), param=exc.param, code=exc.code) from None
+    tags(request).agent, tags(request).session_key = run.agent.id, session_key
+    if chat.stream:
+        return await stream_completion(request, run, chat)
+    return await complete(run, chat)
+
+
+async def read_json(request: web.Request) -> object:
+    raw = await request.read()  # over gateway.http.maxBodyBytes: aiohttp raises 413
+    if not raw.strip():
+        raise InvalidRequest("request body is empty; expected a JSON object")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"invalid JSON body: {exc}") from None
+
+
+def resolve_agent(request: web.Request, model: str, agents: AgentDirectory) -> str | None:
+    """The agent named by header or model, or None for "the default / the session key's"."""
+    header = request.headers.get("x-moltbot-agent-id") or request.headers.get("x-moltbot-agent")
+    if header and header.strip():
+        return _known_agent(normalize_agent_id(header), agents, param=None)
+    if model in _DEFAULT_MODELS:
+        return None
+    match = _AGENT_MODEL.match(model)
+    if not match:
+        raise NotFound(
+            f"The model `{model}` does not exist. Use `moltbot` or `moltbot/<agentId>` "
+            "(GET /v1/models lists them).",
+            param="model",
+            code="model_not_found",
+        )
+    agent_id = normalize_agent_id(match[1])
+    return None if agent_id == "default" else _known_agent(agent_id, agents, param="model")
+
+
+def _known_agent(agent_id: str, agents: AgentDirectory, param: str | None) -> str:
+    if agents.get(agent_id) is None:
+        raise NotFound(f'unknown agent "{agent_id}"', param=param, code="model_not_found")
+    return agent_id
+
+
+def resolve_session(
+    request: web.Request, agent_id: str | None, user: str | None, agents: AgentDirectory
+) -> tuple[str, bool]:
+    """(session key, whether it is brand new): the header's key, a key per OpenAI `user`, or a
+    fresh key for a stateless request."""
+    owner = agent_id or agents.default_id
+    header = (request.headers.get("x-moltbot-session-key") or "").strip()
+    if header:
+        if is_reserved(header):
+            raise InvalidRequest(
+                f'session key "{header}" is in a reserved namespace', param="x-moltbot-session-key"
+            )
+        return canonical_key(header, owner), False
+    if user:
+        return f"agent:{owner}:openai-user:{user.lower()}", False
+    return f"agent:{owner}:openai:{uuid.uuid4()}", True
+
+
+async def complete(run: Run, chat: ChatCompletionRequest) -> web.Response:
+    async with aclosing(run.events()) as events:
+        async for _ in events:
+            pass
+    if run.status != "ok":
+        raise run_failure(run)
+    body = completion_body(run.id, chat.model, run.text, run.finish_reason, run.usage)
+    return web.json_response(body)
+
+
+async def stream_completion(
+    request: web.Request, run: Run, chat: ChatCompletionRequest
+) -> web.StreamResponse:
+    """Headers go out with the first delta, so a failure before it is still a plain HTTP error."""
+    stream: EventStream | None = None
+    role_sent = False
+    async with aclosing(run.events(idle_timeout=KEEPALIVE_SECONDS)) as events:
+        async for event in events:
+            if event is None:
+                stream = stream or await EventStream.open(request)
+                await stream.comment("keep-alive")
+            elif event.stream == "assistant":
+                stream = stream or await EventStream.open(request)
+                if not role_sent:
+                    await stream.send(chunk_body(run.id, chat.model, {"role": "assistant"}))
+                    role_sent = True
+                await stream.send(chunk_body(run.id, chat.model, {"content": event.data["delta"]}))
+    if stream is None and run.status != "ok":
+        raise run_failure(run)
+    stream = stream or await EventStream.open(request)
+    if not role_sent and run.status == "ok":
+        await stream.send(chunk_body(run.id, chat.model, {"role": "assistant"}))
+    await _finish_stream(stream, run, chat)
+    return await stream.done()
+
+
+async def _finish_stream(stream: EventStream, run: Run, chat: ChatCompletionRequest) -> None:
+    if run.status != "ok":
+        failure = run_failure(run)
+        await stream.send(error_body(failure.message, failure.type, code=failure.code))
+        return
+    await stream.send(chunk_body(run.id, chat.model, {}, finish_reason=run.finish_reason))
+    if chat.include_usage:
+        await stream.send(chunk_body(run.id, chat.model, None, usage=run.usage))
+
+
+def run_failure(run: Run) -> GatewayError:
+    """A failed or aborted run as the HTTP error a client should see."""
+    message = run.error or "the agent run failed"
+    if run.status == "aborted":
+        return ServiceUnavailable(f"the agent run was aborted: {message}", code="run_aborted")
+    if run.error_kind == "timeout":
+        return UpstreamTimeout(message, code="timeout")
+    if run.error_kind in _UPSTREAM_KINDS:
+        return UpstreamError(message, code=run.error_kind)
+    return GatewayError(message, code=run.error_kind)

@@ -1,0 +1,133 @@
+"""The gateway process: one aiohttp application serving the WebSocket control plane and the HTTP
+API on one port, and the start/stop sequence around it."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from moltbot import __version__
+from moltbot.agents.runtime import AgentRuntime
+from moltbot.agents.sessions import SessionStore
+from moltbot.config.model import Config
+from moltbot.gateway.access_log import access_log_middleware
+from moltbot.gateway.auth import Authenticator, is_loopback
+from moltbot.gateway.errors import error_middleware
+from moltbot.gateway.http.models import get_model, list_models
+from moltbot.gateway.http.openai import chat_completions
+from moltbot.gateway.state import AUTH_KEY, CONFIG_KEY, RUNTIME_KEY, STARTED_AT_KEY
+from moltbot.gateway.systemd import notify
+from moltbot.logs import get_logger
+from moltbot.providers.failover import RetryPolicy
+from moltbot.providers.registry import ProviderRegistry
+
+log = get_logger("moltbot.gateway")
+
+
+class StartupError(Exception):
+    """The gateway must not start with this configuration."""
+
+
+def check_startup(config: Config) -> None:
+    """Refuse configurations that would expose an unauthenticated or unusable gateway."""
+    gateway = config.gateway
+    if gateway.auth.secret:
+        return
+    what = "gateway.auth.token" if gateway.auth.mode == "token" else "gateway.auth.password"
+    env = "MOLTBOT_GATEWAY_TOKEN" if gateway.auth.mode == "token" else "MOLTBOT_GATEWAY_PASSWORD"
+    if not is_loopback(gateway.host):
+        raise StartupError(
+            f"refusing to bind {gateway.host} without a {gateway.auth.mode}: set {what} or {env}"
+        )
+    raise StartupError(
+        f"no {gateway.auth.mode} configured: set {what} or {env}, or run `moltbot setup`"
+    )
+
+
+def build_app(config: Config, *, retry_policy: RetryPolicy | None = None) -> web.Application:
+    app = web.Application(
+        middlewares=[access_log_middleware, error_middleware],
+        client_max_size=config.gateway.http.max_body_bytes,
+    )
+    app[CONFIG_KEY] = config
+    app[AUTH_KEY] = Authenticator(config.gateway.auth, config.gateway.trusted_proxies)
+    app.cleanup_ctx.append(_runtime_context(retry_policy))
+    app[STARTED_AT_KEY] = time.time()
+    app.router.add_get("/healthz", healthz)
+    if config.gateway.http.chat_completions_enabled:
+        add_openai_routes(app)
+    return app
+
+
+def add_openai_routes(app: web.Application) -> None:
+    """The OpenAI-compatible surface; absent (404) unless enabled in the config."""
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model_id:.+}", get_model)
+
+
+def _runtime_context(
+    retry_policy: RetryPolicy | None,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def runtime_context(app: web.Application) -> AsyncIterator[None]:
+        config = app[CONFIG_KEY]
+        store = await SessionStore.open(config.session_store_path)
+        providers = ProviderRegistry.from_config(config.models)
+        if providers.uses_offline_default:
+            log.warning("no model provider configured: using the offline builtin/echo model")
+        runtime = AgentRuntime(
+            config=config, store=store, providers=providers, retry_policy=retry_policy
+        )
+        app[RUNTIME_KEY] = runtime
+        yield
+        await runtime.close(config.gateway.shutdown_grace_seconds)
+
+    return runtime_context
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness for systemd and load balancers: no auth, nothing secret."""
+    return web.json_response({"status": "ok", "version": __version__})
+
+
+def make_runner(app: web.Application, config: Config) -> web.AppRunner:
+    return web.AppRunner(
+        app,
+        shutdown_timeout=config.gateway.shutdown_grace_seconds,
+        handler_cancellation=True,  # a client that goes away cancels its handler and its run
+        access_log=None,
+    )
+
+
+async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
+    """Run the gateway until SIGTERM/SIGINT (or `stop` is set), then stop gracefully: stop
+    accepting, let in-flight requests finish within the grace period, cancel the rest."""
+    check_startup(config)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = make_runner(build_app(config), config)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.gateway.host, config.gateway.port)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        log.info("gateway listening", url=f"http://{_url_host(host)}:{port}", version=__version__)
+        notify("READY=1")
+        await stop.wait()
+        log.info("gateway stopping", grace_seconds=config.gateway.shutdown_grace_seconds)
+        notify("STOPPING=1")
+    finally:
+        await runner.cleanup()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    log.info("gateway stopped")
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,131 @@
+"""Shared fixtures: configs built in code, and a real gateway on a loopback port."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from aiohttp import web
+
+from moltbot.agents.runtime import AgentRuntime
+from moltbot.config.model import (
+    AgentConfig,
+    AgentDefaults,
+    AgentsConfig,
+    AuthConfig,
+    Config,
+    GatewayConfig,
+    HttpConfig,
+    ModelChoice,
+    ModelsConfig,
+    ProviderConfig,
+    RateLimitConfig,
+)
+from moltbot.gateway.server import build_app, make_runner
+from moltbot.gateway.state import RUNTIME_KEY
+from moltbot.providers.failover import RetryPolicy
+
+TOKEN = "test-token-5f3a"
+# Retries in tests wait milliseconds, not seconds.
+FAST_RETRIES = RetryPolicy(max_retries=2, base_delay=0.01, max_delay=0.05)
+
+
+def make_config(
+    state_dir: Path,
+    *,
+    token: str | None = TOKEN,
+    chat: bool = True,
+    providers: tuple[ProviderConfig, ...] = (),
+    agents: tuple[AgentConfig, ...] = (),
+    primary: str | None = None,
+    fallbacks: tuple[str, ...] | None = None,
+    rate_limit: RateLimitConfig | None = None,
+    **overrides: Any,
+) -> Config:
+    """A complete Config in code. `overrides` go to GatewayConfig or AgentDefaults by name."""
+    gateway_fields = {f.name for f in dataclasses.fields(GatewayConfig)}
+    gateway_kw = {k: v for k, v in overrides.items() if k in gateway_fields}
+    defaults_kw = {k: v for k, v in overrides.items() if k not in gateway_fields}
+    auth = AuthConfig(token=token, rate_limit=rate_limit or RateLimitConfig())
+    return Config(
+        gateway=GatewayConfig(
+            auth=auth, http=HttpConfig(chat_completions_enabled=chat), **gateway_kw
+        ),
+        models=ModelsConfig(providers=providers),
+        agents=AgentsConfig(
+            defaults=AgentDefaults(model=ModelChoice(primary, fallbacks), **defaults_kw),
+            list=agents,
+        ),
+        state_dir=state_dir,
+    )
+
+
+@dataclass
+class Gateway:
+    """A gateway serving on 127.0.0.1 for one test."""
+
+    app: web.Application
+    runner: web.AppRunner
+    url: str
+    config: Config
+
+    @property
+    def runtime(self) -> AgentRuntime:
+        return self.app[RUNTIME_KEY]
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://")
+
+    def headers(self, token: str | None = TOKEN, **extra: str) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers.update(extra)
+        return headers
+
+    def openai(self, **kwargs: Any) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            base_url=f"{self.url}/v1", api_key=TOKEN, max_retries=0, timeout=30, **kwargs
+        )
+
+    def openai_sync(self, **kwargs: Any) -> openai.OpenAI:
+        return openai.OpenAI(
+            base_url=f"{self.url}/v1", api_key=TOKEN, max_retries=0, timeout=30, **kwargs
+        )
+
+    async def stop(self) -> None:
+        if self.runner.server is not None:
+            await self.runner.cleanup()
+
+
+StartGateway = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "state"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+async def start_gateway() -> AsyncIterator[StartGateway]:
+    started: list[Gateway] = []
+
+    async def start(config: Config, *, retry_policy: RetryPolicy = FAST_RETRIES) -> Gateway:
+        app = build_app(config, retry_policy=retry_policy)
+        runner = make_runner(app, config)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port = runner.addresses[0][1]
+        gateway = Gateway(app, runner, f"http://127.0.0.1:{port}", config)
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in reversed(started):
+        await gateway.stop()
