@@ -1,0 +1,183 @@
+"""The command line as users and systemd run it: real processes, real ports."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+from pathlib import Path
+
+import aiohttp
+
+from moltbot import __version__
+from tests.fake_upstreams import FakeOpenAI
+from tests.process import child_env, free_port, gateway_process, run_cli, write_config
+
+SECRET = "cli-secret-9b1c"
+
+
+def _config(**gateway: object) -> dict[str, object]:
+    base = {
+        "auth": {"token": SECRET},
+        "http": {"endpoints": {"chatCompletions": {"enabled": True}}},
+    }
+    return {"gateway": {**base, **gateway}}
+
+
+def test_version(state_dir: Path) -> None:
+    result = run_cli(["--version"], child_env(state_dir))
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"moltbot {__version__}"
+
+
+def test_invalid_config_is_one_line_and_exit_2(state_dir: Path) -> None:
+    path = state_dir / "bad.json5"
+    path.write_text('{gateway: {bind: "everywhere", prot: 1}, // comment\n}')
+    result = run_cli(["config", "validate", "--config", str(path)], child_env(state_dir))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    assert 'gateway.bind: expected "loopback", "lan" or an IP address, got "everywhere"' in line
+    assert "gateway.prot" in line and "port" in line
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_option_is_one_line_and_exit_2(state_dir: Path) -> None:
+    result = run_cli(["gateway", "--no-such-flag"], child_env(state_dir))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_config_show_redacts_secrets(state_dir: Path) -> None:
+    path = write_config(state_dir / "moltbot.json", _config())
+    result = run_cli(["config", "show", "--config", str(path)], child_env(state_dir))
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["gateway"]["auth"]["token"] == "***"
+    assert SECRET not in result.stdout
+
+
+def test_config_validate_uses_env_token_and_port(state_dir: Path) -> None:
+    env = child_env(
+        state_dir, {"CLAWDBOT_GATEWAY_TOKEN": "legacy-tok", "MOLTBOT_GATEWAY_PORT": "19555"}
+    )
+    result = run_cli(["config", "show"], env)
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["gateway"]["port"] == 19555
+    assert shown["gateway"]["auth"]["token"] == "***"
+
+
+def test_setup_writes_a_starter_config_and_refuses_to_overwrite(state_dir: Path) -> None:
+    env = child_env(state_dir)
+    first = run_cli(["setup"], env)
+    assert first.returncode == 0, first.stderr
+    written = state_dir / "moltbot.json"
+    assert written.stat().st_mode & 0o777 == 0o600
+    token = re.search(r"gateway token: (\S+)", first.stdout)[1]  # type: ignore[index]
+    assert token in written.read_text()
+    assert run_cli(["config", "validate"], env).returncode == 0
+    second = run_cli(["setup"], env)
+    assert second.returncode == 2
+    assert "not overwriting" in second.stderr
+    assert token in written.read_text()
+
+
+def test_lan_bind_without_secret_refuses_to_start(state_dir: Path) -> None:
+    path = write_config(state_dir / "moltbot.json", {"gateway": {"bind": "lan"}})
+    result = run_cli(["gateway", "--config", str(path)], child_env(state_dir), timeout=20)
+    assert result.returncode == 2
+    assert "refusing to bind 0.0.0.0" in result.stderr.strip().splitlines()[-1]
+
+
+def test_taken_port_is_a_clean_error(state_dir: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = write_config(state_dir / "moltbot.json", _config())
+        result = run_cli(
+            ["gateway", "--config", str(path), "--port", str(port)],
+            child_env(state_dir),
+            timeout=20,
+        )
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+async def test_make_run_entry_point_serves_the_printed_curl(state_dir: Path) -> None:
+    """`make run` runs `python -m moltbot dev`: first run writes a dev config, prints URL,
+    token and a curl line, and serves it with the offline model."""
+    port = free_port()
+    async with gateway_process(["dev", "--port", str(port)], child_env(state_dir)) as gateway:
+        banner = (await gateway.process.stdout.read(4096)).decode()  # type: ignore[union-attr]
+        token = re.search(r"token:\s+(\S+)", banner)[1]  # type: ignore[index]
+        assert f"http://127.0.0.1:{port}" in banner and "curl" in banner
+        body = json.loads(re.search(r"-d '(.+)'", banner)[1])  # type: ignore[index]
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"{gateway.url}/v1/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {token}"},
+            ) as resp:
+                assert resp.status == 200
+                reply = await resp.json()
+        assert reply["choices"][0]["message"]["content"] == "Hello, Moltbot"
+        assert await gateway.stop() == 0
+    request_lines = [e for e in gateway.log if e.get("event") == "http request"]
+    assert request_lines and request_lines[0]["path"] == "/v1/chat/completions"
+    assert request_lines[0]["status"] == 200 and request_lines[0]["agent"] == "main"
+    assert len(request_lines[0]["session"]) == 12  # a hash, not the key
+    assert token not in json.dumps(gateway.log)
+
+
+async def test_sigterm_lets_an_in_flight_stream_finish_then_exits_0(state_dir: Path) -> None:
+    chunks = [f"part{i} " for i in range(6)]
+    async with FakeOpenAI() as upstream:
+        upstream.stream(chunks, delay=0.15)
+        config = _config()
+        config["models"] = {
+            "providers": {
+                "up": {
+                    "baseUrl": upstream.base_url,
+                    "api": "openai-completions",
+                    "models": [{"id": "m1", "name": "M1"}],
+                }
+            }
+        }
+        path = write_config(state_dir / "moltbot.json", config)
+        port = str(free_port())
+        async with gateway_process(
+            ["gateway", "--config", str(path), "--port", port], child_env(state_dir)
+        ) as gateway:
+            body = {
+                "model": "moltbot",
+                "stream": True,
+                "messages": [{"role": "user", "content": "go"}],
+            }
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(
+                    f"{gateway.url}/v1/chat/completions",
+                    json=body,
+                    headers={"Authorization": f"Bearer {SECRET}"},
+                ) as resp,
+            ):
+                assert resp.status == 200
+                first = await resp.content.readline()
+                assert first.startswith(b"data: ")
+                gateway.process.send_signal(signal.SIGTERM)
+                rest = (await asyncio.wait_for(resp.content.read(), 20)).decode()
+            code = await gateway.stop()
+    assert code == 0
+    content = "".join(
+        json.loads(line[6:])["choices"][0]["delta"].get("content", "")
+        for line in rest.splitlines()
+        if line.startswith("data: {")
+    )
+    assert content == "".join(chunks)
+    assert rest.rstrip().endswith("data: [DONE]")
+    assert any(e.get("event") == "gateway stopped" for e in gateway.log)
