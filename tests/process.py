@@ -93,7 +93,7 @@ async def gateway_process(args: list[str], env: Mapping[str, str]) -> AsyncItera
             await process.wait()
 
 
-def run_cli(args: list[str], env: Mapping[str, str], timeout: float = 30):  # noqa: ANN201
+def run_cli(args: list[str], env: Mapping[str, str], timeout: float = 30):
     """Run a short CLI command to completion; returns the CompletedProcess."""
     import subprocess
 

@@ -132,12 +132,12 @@ async def test_http_api_is_404_when_disabled_and_405_for_wrong_method(
 
 def test_non_loopback_bind_without_a_secret_refuses_to_start(state_dir: Path) -> None:
     config = _with_gateway(make_config(state_dir, token=None), bind="lan")
-    with pytest.raises(StartupError, match="refusing to bind 0.0.0.0"):
+    with pytest.raises(StartupError, match=r"refusing to bind 0\.0\.0\.0"):
         check_startup(config)
     check_startup(_with_gateway(make_config(state_dir), bind="lan"))  # with a token: fine
 
 
-def _with_gateway(config, **changes):  # noqa: ANN001, ANN202 - small test helper
+def _with_gateway(config, **changes):
     import dataclasses
 
     return dataclasses.replace(config, gateway=dataclasses.replace(config.gateway, **changes))
