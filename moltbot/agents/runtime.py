@@ -230,11 +230,17 @@ class AgentRuntime:
     async def _execute(self, run: Run) -> None:
         try:
             async with self._lanes.slot(run.session_key):
-                run.status, run.started_at = "running", now_ms()
-                self._emit(run, "lifecycle", {"phase": "start", "startedAt": run.started_at})
-                async with asyncio.timeout(run.request.timeout_seconds or self._timeout):
-                    await self._call_model(run)
-            await self._finish(run, "ok")
+                # Finishing (persisting) inside the lane: the session's next turn sees this one.
+                await self._run_in_lane(run)
+        except asyncio.CancelledError:  # aborted while still queued
+            await self._finish(run, "aborted", run._abort_reason or "aborted", "aborted")
+
+    async def _run_in_lane(self, run: Run) -> None:
+        try:
+            run.status, run.started_at = "running", now_ms()
+            self._emit(run, "lifecycle", {"phase": "start", "startedAt": run.started_at})
+            async with asyncio.timeout(run.request.timeout_seconds or self._timeout):
+                await self._call_model(run)
         except asyncio.CancelledError:
             await self._finish(run, "aborted", run._abort_reason or "aborted", "aborted")
         except TimeoutError:
@@ -246,6 +252,8 @@ class AgentRuntime:
             await self._finish(
                 run, "error", f"internal error: {exc.__class__.__name__}", "internal"
             )
+        else:
+            await self._finish(run, "ok")
 
     async def _call_model(self, run: Run) -> None:
         refs = run.agent.model_refs or (self.providers.default_ref(),)
