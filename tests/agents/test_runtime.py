@@ -253,7 +253,7 @@ async def test_echo_provider_is_the_offline_default(
     events = await collect(runtime.start(turn("say   it back")))
     assert reply_of(events) == "say   it back"
     assert events[-1].data["model"] == "builtin/echo"
-    assert [e for e in events if e.stream == "usage"][0].data["output"] == 3
+    assert next(e for e in events if e.stream == "usage").data["output"] == 3
 
 
 async def test_system_prompt_has_identity_workspace_files_and_extra_prompt(
