@@ -12,7 +12,9 @@ from typing import Literal, Protocol
 
 Role = Literal["user", "assistant"]
 FinishReason = Literal["stop", "length"]
-ErrorKind = Literal["auth", "rate_limit", "timeout", "upstream", "malformed", "connection", "config"]
+ErrorKind = Literal[
+    "auth", "rate_limit", "timeout", "upstream", "malformed", "connection", "config"
+]
 
 
 @dataclass(frozen=True, slots=True)
