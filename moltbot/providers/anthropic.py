@@ -1,0 +1,192 @@
+"""The Anthropic Messages API.
+
+Wire format: POST `{baseUrl}/v1/messages` with `stream: true`; the answer is named SSE events:
+`message_start` (input usage), `content_block_start/delta/stop` (text), `message_delta`
+(stop_reason, cumulative usage), `message_stop`, with `ping` and `error` possible anywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from moltbot.config.model import ProviderConfig
+from moltbot.providers.base import (
+    ErrorKind,
+    Finish,
+    ModelRequest,
+    ProviderError,
+    StreamItem,
+    TextDelta,
+    Usage,
+)
+from moltbot.providers.errors import MAX_DETAIL_CHARS
+from moltbot.providers.jsonshape import integer, obj, text
+from moltbot.providers.sse import SSEFrame, StreamDecoder
+from moltbot.providers.upstream import UpstreamClient
+
+ANTHROPIC_VERSION = "2023-06-01"
+# The API requires max_tokens; used when neither the request nor the model config sets it.
+DEFAULT_MAX_TOKENS = 4096
+
+# `error.type` of an in-stream error event → our kind and the HTTP status it stands for
+# (the status decides retryability: 5xx and unknown are worth another attempt).
+STREAM_ERROR_KINDS: dict[str, tuple[ErrorKind, int | None]] = {
+    "overloaded_error": ("upstream", 529),
+    "api_error": ("upstream", 500),
+    "rate_limit_error": ("rate_limit", 429),
+    "authentication_error": ("auth", 401),
+    "permission_error": ("auth", 403),
+    "timeout_error": ("timeout", 504),
+    "invalid_request_error": ("upstream", 400),
+    "not_found_error": ("upstream", 404),
+    "request_too_large": ("upstream", 413),
+}
+
+USAGE_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+)
+
+
+class AnthropicProvider:
+    def __init__(
+        self,
+        config: ProviderConfig,
+        *,
+        connect_timeout: float = 10,
+        read_timeout: float = 300,
+    ) -> None:
+        self.name = config.name
+        self._url = config.base_url.rstrip("/") + "/v1/messages"
+        self._headers = request_headers(config)
+        self._model_max_tokens = {model.id: model.max_tokens for model in config.models}
+        self._client = UpstreamClient(
+            config.name,
+            config.api_key,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+        )
+
+    def __repr__(self) -> str:  # the default would show the headers, API key included
+        return f"AnthropicProvider(name={self.name!r}, url={self._url!r})"
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
+        body = request_body(request, self._max_tokens(request))
+        decoder = MessageEventDecoder(self.name)
+        return self._client.stream(self._url, self._headers, body, decoder)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    def _max_tokens(self, request: ModelRequest) -> int:
+        if request.sampling.max_tokens is not None:
+            return request.sampling.max_tokens
+        return self._model_max_tokens.get(request.model, DEFAULT_MAX_TOKENS)
+
+
+def request_headers(config: ProviderConfig) -> dict[str, str]:
+    headers = {
+        "anthropic-version": ANTHROPIC_VERSION,
+        "content-type": "application/json",
+        "accept": "text/event-stream",
+    }
+    if config.api_key:
+        headers["x-api-key"] = config.api_key
+    headers.update(config.headers)
+    return headers
+
+
+def request_body(request: ModelRequest, max_tokens: int) -> dict[str, Any]:
+    """Seed and the penalties have no Messages API equivalent and are dropped."""
+    sampling = request.sampling
+    optional = {
+        "system": request.system or None,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "stop_sequences": list(sampling.stop) if sampling.stop else None,
+    }
+    return {
+        "model": request.model,
+        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        "max_tokens": max_tokens,
+        "stream": True,
+        **{name: value for name, value in optional.items() if value is not None},
+    }
+
+
+class MessageEventDecoder(StreamDecoder):
+    def __init__(self, provider: str) -> None:
+        super().__init__(provider)
+        self._usage = dict.fromkeys(USAGE_FIELDS, 0)
+        self._stop_reason: str | None = None
+
+    def on_frame(self, frame: SSEFrame) -> list[StreamItem]:
+        event = self.parse_json(frame.data)
+        kind = text(event.get("type")) or frame.event
+        if kind == "content_block_delta":
+            return _text_delta(obj(event.get("delta")))
+        if kind == "message_start":
+            self._take_usage(obj(obj(event.get("message")).get("usage")))
+        elif kind == "message_delta":
+            self._stop_reason = text(obj(event.get("delta")).get("stop_reason")) or None
+            self._take_usage(obj(event.get("usage")))
+        elif kind == "message_stop":
+            self.done = True
+            return self._ending()
+        elif kind == "error":
+            raise stream_error(self.provider, event)
+        return []  # ping, content_block_start/stop and future event types
+
+    def on_eof(self) -> list[StreamItem]:
+        # A stop_reason without message_stop is a complete answer from a sloppy proxy.
+        if self._stop_reason is None:
+            raise ProviderError("connection", f"{self.provider}: stream ended mid-answer")
+        return self._ending()
+
+    def whole_answer(self, document: dict[str, object]) -> list[StreamItem]:
+        if document.get("type") == "error":
+            raise stream_error(self.provider, document)
+        blocks = document.get("content")
+        reply = "".join(_block_text(b) for b in blocks) if isinstance(blocks, list) else ""
+        self._stop_reason = text(document.get("stop_reason")) or None
+        self._take_usage(obj(document.get("usage")))
+        return ([TextDelta(reply)] if reply else []) + self._ending()
+
+    def _take_usage(self, usage: dict[str, object]) -> None:
+        """Later events repeat the counts cumulatively, so the latest value wins."""
+        for name in USAGE_FIELDS:
+            if name in usage:
+                self._usage[name] = integer(usage[name])
+
+    def _ending(self) -> list[StreamItem]:
+        usage = Usage(
+            input_tokens=self._usage["input_tokens"],
+            output_tokens=self._usage["output_tokens"],
+            cache_read_tokens=self._usage["cache_read_input_tokens"],
+            cache_write_tokens=self._usage["cache_creation_input_tokens"],
+        )
+        return [usage, Finish("length" if self._stop_reason == "max_tokens" else "stop")]
+
+
+def stream_error(provider: str, event: dict[str, object]) -> ProviderError:
+    error = obj(event.get("error"))
+    error_type = text(error.get("type")) or "error"
+    kind, status = STREAM_ERROR_KINDS.get(error_type, ("upstream", None))
+    detail = text(error.get("message"))[:MAX_DETAIL_CHARS]
+    return ProviderError(kind, f"{provider}: {error_type}: {detail}", status=status)
+
+
+def _text_delta(delta: dict[str, object]) -> list[StreamItem]:
+    # Other delta types (thinking, tool input JSON) carry no reply text.
+    if delta.get("type") != "text_delta":
+        return []
+    chunk = text(delta.get("text"))
+    return [TextDelta(chunk)] if chunk else []
+
+
+def _block_text(block: object) -> str:
+    block = obj(block)
+    return text(block.get("text")) if block.get("type") == "text" else ""

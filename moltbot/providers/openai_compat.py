@@ -1,0 +1,161 @@
+"""The Chat Completions API: OpenAI and the many servers that speak it (vLLM, Ollama, ...).
+
+Wire format: POST `{baseUrl}/chat/completions` with `stream: true`; the answer is SSE frames of
+`chat.completion.chunk` JSON, then `data: [DONE]`. With `stream_options.include_usage` the last
+chunk before `[DONE]` has empty `choices` and the `usage` object.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from moltbot.config.model import ProviderConfig
+from moltbot.providers.base import (
+    Finish,
+    FinishReason,
+    ModelRequest,
+    ProviderError,
+    SamplingParams,
+    StreamItem,
+    TextDelta,
+    Usage,
+)
+from moltbot.providers.errors import MAX_DETAIL_CHARS, message_in
+from moltbot.providers.jsonshape import first, integer, obj, text
+from moltbot.providers.sse import SSEFrame, StreamDecoder
+from moltbot.providers.upstream import UpstreamClient
+
+# Sampling fields forwarded under the same name when set (`stop` needs a list, see below).
+PLAIN_SAMPLING_FIELDS = (
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+)
+
+
+class OpenAICompatProvider:
+    def __init__(
+        self,
+        config: ProviderConfig,
+        *,
+        connect_timeout: float = 10,
+        read_timeout: float = 300,
+    ) -> None:
+        self.name = config.name
+        self._url = config.base_url.rstrip("/") + "/chat/completions"
+        self._headers = request_headers(config)
+        self._client = UpstreamClient(
+            config.name,
+            config.api_key,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+        )
+
+    def __repr__(self) -> str:  # the default would show the headers, API key included
+        return f"OpenAICompatProvider(name={self.name!r}, url={self._url!r})"
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
+        decoder = ChatChunkDecoder(self.name)
+        return self._client.stream(self._url, self._headers, request_body(request), decoder)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+def request_headers(config: ProviderConfig) -> dict[str, str]:
+    headers = {"Accept": "text/event-stream"}
+    if config.api_key:
+        headers["Authorization"] = f"Bearer {config.api_key}"
+    headers.update(config.headers)  # configured headers win, e.g. a custom auth scheme
+    return headers
+
+
+def request_body(request: ModelRequest) -> dict[str, Any]:
+    system = [{"role": "system", "content": request.system}] if request.system else []
+    turns = [{"role": m.role, "content": m.content} for m in request.messages]
+    return {
+        "model": request.model,
+        "messages": system + turns,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **sampling_fields(request.sampling),
+    }
+
+
+def sampling_fields(sampling: SamplingParams) -> dict[str, Any]:
+    fields = {name: getattr(sampling, name) for name in PLAIN_SAMPLING_FIELDS}
+    if sampling.stop:  # an empty list is rejected by some servers; it means "unset" anyway
+        fields["stop"] = list(sampling.stop)
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+class ChatChunkDecoder(StreamDecoder):
+    """Text as it comes; usage and the finish reason are held back for the end, where the
+    provider contract wants them."""
+
+    def __init__(self, provider: str) -> None:
+        super().__init__(provider)
+        self._usage: Usage | None = None
+        self._finish: FinishReason | None = None
+
+    def on_frame(self, frame: SSEFrame) -> list[StreamItem]:
+        if frame.data.strip() == "[DONE]":
+            self.done = True
+            return self._ending()
+        chunk = self.parse_json(frame.data)
+        self._raise_if_error(chunk)
+        self._usage = usage_from(chunk.get("usage")) or self._usage
+        choice = first(chunk.get("choices"))
+        self._finish = finish_from(choice) or self._finish
+        delta = text(obj(choice.get("delta")).get("content"))
+        return [TextDelta(delta)] if delta else []
+
+    def on_eof(self) -> list[StreamItem]:
+        # A finish_reason without [DONE] is a complete answer from a sloppy server; neither
+        # means the connection died mid-answer.
+        if self._finish is None:
+            raise ProviderError("connection", f"{self.provider}: stream ended mid-answer")
+        return self._ending()
+
+    def whole_answer(self, document: dict[str, object]) -> list[StreamItem]:
+        self._raise_if_error(document)
+        choice = first(document.get("choices"))
+        reply = text(obj(choice.get("message")).get("content"))
+        self._usage = usage_from(document.get("usage"))
+        self._finish = finish_from(choice)
+        return ([TextDelta(reply)] if reply else []) + self._ending()
+
+    def _ending(self) -> list[StreamItem]:
+        usage: list[StreamItem] = [self._usage] if self._usage else []
+        return [*usage, Finish(self._finish or "stop")]
+
+    def _raise_if_error(self, document: dict[str, object]) -> None:
+        if document.get("error") is None:
+            return
+        detail = (message_in(document) or json.dumps(document["error"]))[:MAX_DETAIL_CHARS]
+        raise ProviderError("upstream", f"{self.provider}: upstream error: {detail}")
+
+
+def usage_from(value: object) -> Usage | None:
+    """OpenAI counts cached prompt tokens inside `prompt_tokens`; we count them separately."""
+    if not isinstance(value, dict):
+        return None
+    cached = integer(obj(value.get("prompt_tokens_details")).get("cached_tokens"))
+    prompt = integer(value.get("prompt_tokens"))
+    return Usage(
+        input_tokens=max(0, prompt - cached),
+        output_tokens=integer(value.get("completion_tokens")),
+        cache_read_tokens=cached,
+    )
+
+
+def finish_from(choice: dict[str, object]) -> FinishReason | None:
+    reason = choice.get("finish_reason")
+    if not reason:
+        return None
+    return "length" if reason == "length" else "stop"
