@@ -1,0 +1,139 @@
+"""The effective config as a JSON-able dict in the file's camelCase shape, secrets masked.
+
+Used by `moltbot config show`; the output is itself a valid config file (secrets aside), which
+keeps the shape honest.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+from moltbot.config.model import (
+    AgentConfig,
+    AgentDefaults,
+    AgentsConfig,
+    Config,
+    GatewayConfig,
+    ModelChoice,
+    ModelConfig,
+    ProviderConfig,
+)
+
+MASK = "***"
+# Header names that usually carry credentials; masking a harmless one costs nothing.
+_SECRET_HEADER = re.compile(r"auth|key|token|cookie|secret|pass|session|signature|credential", re.I)
+
+
+def redacted(config: Config) -> dict[str, object]:
+    return {
+        "gateway": _gateway(config.gateway),
+        "models": {"providers": {p.name: _provider(p) for p in config.models.providers}},
+        "agents": _agents(config.agents),
+        "session": {"store": str(config.session_store_path)},
+        "logging": {"level": config.logging.level, "format": config.logging.format},
+    }
+
+
+def _gateway(gateway: GatewayConfig) -> dict[str, object]:
+    auth, limit = gateway.auth, gateway.auth.rate_limit
+    rate_limit = {
+        "maxAttempts": limit.max_attempts,
+        "windowMs": limit.window_ms,
+        "lockoutMs": limit.lockout_ms,
+        "exemptLoopback": limit.exempt_loopback,
+    }
+    secrets = {"token": _mask(auth.token), "password": _mask(auth.password)}
+    return {
+        "port": gateway.port,
+        "bind": gateway.bind,
+        "auth": {"mode": auth.mode, **_present(secrets), "rateLimit": rate_limit},
+        "trustedProxies": list(gateway.trusted_proxies),
+        "http": {
+            "maxBodyBytes": gateway.http.max_body_bytes,
+            "endpoints": {"chatCompletions": {"enabled": gateway.http.chat_completions_enabled}},
+        },
+        "shutdownGraceSeconds": gateway.shutdown_grace_seconds,
+    }
+
+
+def _provider(provider: ProviderConfig) -> dict[str, object]:
+    headers = {
+        name: MASK if _SECRET_HEADER.search(name) else value for name, value in provider.headers
+    }
+    return _present(
+        {
+            "baseUrl": _mask_url_credentials(provider.base_url),
+            "api": provider.api,
+            "apiKey": _mask(provider.api_key),
+            "headers": headers or None,
+            "models": [_model(model) for model in provider.models],
+        }
+    )
+
+
+def _model(model: ModelConfig) -> dict[str, object]:
+    return {
+        "id": model.id,
+        "name": model.name,
+        "contextWindow": model.context_window,
+        "maxTokens": model.max_tokens,
+    }
+
+
+def _agents(agents: AgentsConfig) -> dict[str, object]:
+    return {"defaults": _defaults(agents.defaults), "list": [_agent(a) for a in agents.list]}
+
+
+def _defaults(defaults: AgentDefaults) -> dict[str, object]:
+    return _present(
+        {
+            "model": _choice(defaults.model),
+            "workspace": _text(defaults.workspace),
+            "skipBootstrap": defaults.skip_bootstrap,
+            "bootstrapMaxChars": defaults.bootstrap_max_chars,
+            "userTimezone": defaults.user_timezone,
+            "timeoutSeconds": defaults.timeout_seconds,
+            "maxConcurrent": defaults.max_concurrent,
+        }
+    )
+
+
+def _agent(agent: AgentConfig) -> dict[str, object]:
+    identity = agent.identity
+    return _present(
+        {
+            "id": agent.id,
+            "default": agent.default,
+            "name": agent.name,
+            "workspace": _text(agent.workspace),
+            "model": _choice(agent.model) if agent.model else None,
+            "identity": _present(vars(identity)) if identity else None,
+        }
+    )
+
+
+def _choice(choice: ModelChoice) -> dict[str, object]:
+    fallbacks = list(choice.fallbacks) if choice.fallbacks is not None else None
+    return _present({"primary": choice.primary, "fallbacks": fallbacks})
+
+
+def _present(fields: dict[str, object]) -> dict[str, object]:
+    """Unset (None) fields are left out, as they would be in a hand-written file."""
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def _mask(secret: str | None) -> str | None:
+    return MASK if secret else None
+
+
+def _text(value: object | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _mask_url_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{MASK}@{host}"))

@@ -1,0 +1,200 @@
+"""Strict validation: the raw config tree in, a typed `Config` out, or every problem at once.
+
+File keys are camelCase; the dataclasses use snake_case. Unknown keys are errors everywhere except
+in maps whose keys are names (providers, headers, env).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from moltbot.config.agents import agents_section
+from moltbot.config.checks import (
+    Context,
+    Node,
+    as_node,
+    as_number,
+    as_path,
+    as_string,
+    as_tuple,
+    given,
+)
+from moltbot.config.errors import ConfigError
+from moltbot.config.model import (
+    AuthConfig,
+    Config,
+    GatewayConfig,
+    HttpConfig,
+    LoggingConfig,
+    RateLimitConfig,
+    SessionConfig,
+)
+from moltbot.config.providers import models_section
+from moltbot.config.wording import describe, quote
+
+TOP_KEYS = ("gateway", "models", "agents", "session", "logging", "env", "meta")
+GATEWAY_KEYS = ("mode", "port", "bind", "auth", "trustedProxies", "http", "shutdownGraceSeconds")
+# Keys people put directly under `gateway` that belong one level down.
+GATEWAY_MOVED = {"token": "gateway.auth.token", "password": "gateway.auth.password"}
+AUTH_KEYS = ("mode", "token", "password", "rateLimit")
+RATE_LIMIT_KEYS = ("maxAttempts", "windowMs", "lockoutMs", "exemptLoopback")
+BIND_NAMES = ("loopback", "lan")
+UNSUPPORTED_BINDS = ("tailnet", "auto", "custom")
+LOG_LEVELS = ("silent", "fatal", "error", "warn", "info", "debug", "trace")
+LOG_FORMATS = ("auto", "pretty", "json")
+
+
+@dataclass(frozen=True)
+class Validated:
+    config: Config
+    # Things worth logging that are not errors (e.g. an agent id that was normalised).
+    notices: tuple[str, ...]
+
+
+def validate_config(raw: object, *, base_dir: Path, home: Path, source: Path | None) -> Validated:
+    """Check `raw` against the schema. Relative paths are anchored at `base_dir`; problems are
+    raised together as one `ConfigError` naming `source`."""
+    ctx = Context(base_dir=base_dir, home=home)
+    root = as_node(raw, "", ctx)
+    config = _root_section(root) if root is not None else Config()
+    if ctx.problems:
+        raise ConfigError.invalid(source, ctx.problems)
+    return Validated(config=config, notices=tuple(ctx.notices))
+
+
+def bind_error(value: object) -> str | None:
+    """Why `value` is not a valid bind setting, or None when it is."""
+    if isinstance(value, str) and (value in BIND_NAMES or _is_ip(value)):
+        return None
+    got = quote(value) if isinstance(value, str) else describe(value)
+    message = f'expected "loopback", "lan" or an IP address, got {got}'
+    if value in UNSUPPORTED_BINDS:
+        message += " (tailnet, auto and custom binds are not supported by this gateway)"
+    return message
+
+
+def _root_section(node: Node) -> Config:
+    node.check_keys(TOP_KEYS)
+    node.section("env", _env_block)  # already applied by the loader; only its shape is checked
+    return Config(
+        **given(
+            gateway=node.section("gateway", _gateway_section),
+            models=node.section("models", models_section),
+            agents=node.section("agents", agents_section),
+            session=node.section("session", _session_section),
+            logging=node.section("logging", _logging_section),
+        )
+    )
+
+
+def _env_block(node: Node) -> None:
+    _env_values(node, skip="vars")
+    node.section("vars", _env_values)
+
+
+def _env_values(node: Node, skip: str | None = None) -> None:
+    for key, value in node.data.items():
+        if key != skip:
+            as_string(value, node.at(key), node.ctx, secret=True)  # values are often API keys
+
+
+def _gateway_section(node: Node) -> GatewayConfig:
+    node.check_keys(GATEWAY_KEYS, moved=GATEWAY_MOVED)
+    node.choice("mode", ("local", "remote"))  # checked, but only the CLI cares about it
+    return GatewayConfig(
+        **given(
+            port=node.integer("port", maximum=65535),
+            bind=node.get("bind", _as_bind),
+            auth=node.section("auth", _auth_section),
+            trusted_proxies=node.get("trustedProxies", _as_ip_list),
+            http=node.section("http", _http_section),
+            shutdown_grace_seconds=node.get("shutdownGraceSeconds", as_number),
+        )
+    )
+
+
+def _auth_section(node: Node) -> AuthConfig:
+    node.check_keys(AUTH_KEYS)
+    return AuthConfig(
+        **given(
+            mode=node.choice("mode", ("token", "password")),
+            token=node.string("token", secret=True),
+            password=node.string("password", secret=True),
+            rate_limit=node.section("rateLimit", _rate_limit_section),
+        )
+    )
+
+
+def _rate_limit_section(node: Node) -> RateLimitConfig:
+    node.check_keys(RATE_LIMIT_KEYS)
+    return RateLimitConfig(
+        **given(
+            max_attempts=node.integer("maxAttempts"),
+            window_ms=node.integer("windowMs"),
+            lockout_ms=node.integer("lockoutMs"),
+            exempt_loopback=node.boolean("exemptLoopback"),
+        )
+    )
+
+
+def _http_section(node: Node) -> HttpConfig:
+    node.check_keys(("maxBodyBytes", "endpoints"))
+    return HttpConfig(
+        **given(
+            max_body_bytes=node.integer("maxBodyBytes"),
+            chat_completions_enabled=node.section("endpoints", _endpoints_section),
+        )
+    )
+
+
+def _endpoints_section(node: Node) -> bool | None:
+    """Only `chatCompletions.enabled` exists in this gateway."""
+    node.check_keys(("chatCompletions",))
+    return node.section("chatCompletions", _enabled_flag)
+
+
+def _enabled_flag(node: Node) -> bool | None:
+    node.check_keys(("enabled",))
+    return node.boolean("enabled")
+
+
+def _session_section(node: Node) -> SessionConfig:
+    node.check_keys(("store",))
+    return SessionConfig(**given(store=node.get("store", as_path)))
+
+
+def _logging_section(node: Node) -> LoggingConfig:
+    node.check_keys(("level", "format"))
+    return LoggingConfig(
+        **given(level=node.choice("level", LOG_LEVELS), format=node.choice("format", LOG_FORMATS))
+    )
+
+
+def _as_bind(value: object, path: str, ctx: Context) -> str | None:
+    problem = bind_error(value)
+    if problem:
+        ctx.problem(path, problem)
+        return None
+    return str(value)
+
+
+def _as_ip_list(value: object, path: str, ctx: Context) -> tuple[str, ...] | None:
+    return as_tuple(value, path, ctx, _as_ip)
+
+
+def _as_ip(value: object, path: str, ctx: Context) -> str | None:
+    if isinstance(value, str) and _is_ip(value):
+        return value
+    got = quote(value) if isinstance(value, str) else describe(value)
+    ctx.problem(path, f'expected an IP address such as "10.0.0.2" (no ranges), got {got}')
+    return None
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
