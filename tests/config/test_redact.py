@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from moltbot.config import redacted
+from tests.config.helpers import load
+
+SECRETS = ("tok-SECRET-1", "pw-SECRET-2", "key-SECRET-3", "hdr-SECRET-4", "url-SECRET-5")
+
+FULL = """{
+  gateway: {
+    port: 1234, bind: "lan",
+    auth: {mode: "token", token: "tok-SECRET-1", password: "pw-SECRET-2"},
+    trustedProxies: ["10.0.0.1"],
+    http: {maxBodyBytes: 2048, endpoints: {chatCompletions: {enabled: true}}},
+    shutdownGraceSeconds: 3,
+  },
+  models: {providers: {P: {
+    baseUrl: "https://user:url-SECRET-5@llm.example/v1", api: "openai-completions",
+    apiKey: "key-SECRET-3",
+    headers: {Authorization: "Bearer hdr-SECRET-4", "X-Api-Key": "hdr-SECRET-4",
+              Cookie: "hdr-SECRET-4", "X-Team": "blue"},
+    models: [{id: "m", name: "M"}],
+  }}},
+  agents: {
+    defaults: {model: {primary: "p/m", fallbacks: []}, workspace: "/ws", userTimezone: "UTC"},
+    list: [{id: "main", name: "Main", identity: {emoji: "x"}, model: "p/m"}],
+  },
+  session: {store: "/data/s.sqlite"},
+  logging: {level: "debug", format: "json"},
+}"""
+
+
+def test_redacted_masks_every_secret(tmp_path: Path) -> None:
+    shown = redacted(load(tmp_path, FULL).config)
+    text = json.dumps(shown)
+    for secret in SECRETS:
+        assert secret not in text
+    gateway = shown["gateway"]
+    assert gateway["auth"]["token"] == "***"
+    assert gateway["auth"]["password"] == "***"
+    provider = shown["models"]["providers"]["p"]
+    assert provider["apiKey"] == "***"
+    assert provider["baseUrl"] == "https://***@llm.example/v1"
+    assert provider["headers"] == {
+        "Authorization": "***",
+        "X-Api-Key": "***",
+        "Cookie": "***",
+        "X-Team": "blue",
+    }
+
+
+def test_redacted_has_the_file_shape(tmp_path: Path) -> None:
+    shown = redacted(load(tmp_path, FULL).config)
+    assert shown["gateway"]["port"] == 1234
+    assert shown["gateway"]["bind"] == "lan"
+    assert shown["gateway"]["trustedProxies"] == ["10.0.0.1"]
+    assert shown["gateway"]["http"] == {
+        "maxBodyBytes": 2048,
+        "endpoints": {"chatCompletions": {"enabled": True}},
+    }
+    assert shown["gateway"]["auth"]["rateLimit"]["maxAttempts"] == 10
+    assert shown["models"]["providers"]["p"]["models"] == [
+        {"id": "m", "name": "M", "contextWindow": 200000, "maxTokens": 8192}
+    ]
+    assert shown["agents"]["defaults"]["model"] == {"primary": "p/m", "fallbacks": []}
+    assert shown["agents"]["defaults"]["workspace"] == "/ws"
+    assert shown["agents"]["list"] == [
+        {
+            "id": "main",
+            "default": False,
+            "name": "Main",
+            "model": {"primary": "p/m"},
+            "identity": {"emoji": "x"},
+        }
+    ]
+    assert shown["session"] == {"store": "/data/s.sqlite"}
+    assert shown["logging"] == {"level": "debug", "format": "json"}
+
+
+def test_redacted_output_is_itself_a_valid_config(tmp_path: Path) -> None:
+    shown = redacted(load(tmp_path, FULL).config)
+    again = load(tmp_path / "again", json.dumps(shown)).config
+    assert again.gateway.port == 1234
+    assert again.models.providers[0].api_key == "***"
+
+
+def test_redacted_omits_unset_secrets(tmp_path: Path) -> None:
+    shown = redacted(load(tmp_path, "{}").config)
+    assert "token" not in shown["gateway"]["auth"]
+    assert "password" not in shown["gateway"]["auth"]
+    assert shown["models"] == {"providers": {}}
+
+
+def test_env_sourced_token_is_masked_too(tmp_path: Path) -> None:
+    config = load(tmp_path, "{}", env={"MOLTBOT_GATEWAY_TOKEN": "env-SECRET"}).config
+    assert "env-SECRET" not in json.dumps(redacted(config))
