@@ -89,10 +89,18 @@ def status_error(provider: str, status: int, body: str, retry_after: str | None)
 
 def transport_error(provider: str, exc: Exception) -> ProviderError:
     """Map an aiohttp/socket exception raised while talking to the upstream."""
-    kind: ErrorKind = "timeout" if isinstance(exc, TimeoutError) else "connection"
-    if isinstance(exc, aiohttp.InvalidURL):
-        kind = "config"
-    what = "timed out" if kind == "timeout" else "connection failed"
+    kind, what = _transport_kind(exc)
     detail = str(exc)[:MAX_DETAIL_CHARS]
     cause = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
     return ProviderError(kind, f"{provider}: {what}: {cause}")
+
+
+def _transport_kind(exc: Exception) -> tuple[ErrorKind, str]:
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "config", "invalid URL"
+    # Checked before TimeoutError, which it also is: the request never reached the upstream.
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return "connection", "connect timed out"
+    if isinstance(exc, TimeoutError):
+        return "timeout", "timed out"
+    return "connection", "connection failed"

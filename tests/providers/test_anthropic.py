@@ -27,7 +27,7 @@ async def test_request_shape_and_headers(
     assert (seen.method, seen.path) == ("POST", "/v1/messages")
     assert seen.headers["x-api-key"] == API_KEY
     assert seen.headers["anthropic-version"] == "2023-06-01"
-    assert seen.headers["content-type"] == "application/json"
+    assert seen.headers.getall("content-type") == ["application/json"]
     assert "Authorization" not in seen.headers
     assert seen.json == {
         "model": "m1",

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import aiohttp
 import pytest
 
 from moltbot.config.model import ProviderConfig
 from moltbot.providers.base import ErrorKind, TextDelta
-from moltbot.providers.errors import parse_retry_after
+from moltbot.providers.errors import parse_retry_after, transport_error
 from moltbot.providers.openai_compat import OpenAICompatProvider
 from tests.fake_upstreams import FakeUpstream
 from tests.providers.streams import API_KEY, collect_error, make_request, provider_for, text_of
@@ -148,3 +149,25 @@ async def test_api_key_echoed_by_upstream_is_masked(any_up: FakeUpstream) -> Non
         assert "***" in str(error)
     sent = any_up.requests[0].headers  # the key really went upstream
     assert API_KEY in (sent.get("x-api-key", ""), sent.get("Authorization", "")[7:])
+
+
+async def test_invalid_base_url_is_a_config_error() -> None:
+    provider = OpenAICompatProvider(ProviderConfig("up", "not-a-url", "openai-completions"))
+    try:
+        _, error = await collect_error(provider.stream(make_request()))
+    finally:
+        await provider.close()
+    assert error.kind == "config"
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (aiohttp.ConnectionTimeoutError("connect"), "connection"),
+        (aiohttp.SocketTimeoutError("read"), "timeout"),
+        (aiohttp.ServerDisconnectedError(), "connection"),
+        (aiohttp.ClientPayloadError("cut"), "connection"),
+    ],
+)
+def test_transport_error_kinds(exc: Exception, kind: ErrorKind) -> None:
+    assert transport_error("up", exc).kind == kind
