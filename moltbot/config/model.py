@@ -34,8 +34,9 @@ class RateLimitConfig:
 @dataclass(frozen=True)
 class AuthConfig:
     mode: AuthMode = "token"
-    token: str | None = None
-    password: str | None = None
+    # Secrets stay out of reprs, so a logged config or a traceback never shows them.
+    token: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
 
     @property
@@ -79,8 +80,8 @@ class ProviderConfig:
     name: str
     base_url: str
     api: ApiKind
-    api_key: str | None = None
-    headers: tuple[tuple[str, str], ...] = ()
+    api_key: str | None = field(default=None, repr=False)
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     models: tuple[ModelConfig, ...] = ()
 
 
