@@ -38,6 +38,8 @@ from moltbot.gateway.state import AUTH_KEY, RUNTIME_KEY
 
 # A comment line goes out when the stream was silent this long, so proxies keep it open.
 KEEPALIVE_SECONDS = 15.0
+# Set on the application before it starts to use another interval (tests use milliseconds).
+KEEPALIVE_KEY = web.AppKey("openai_keepalive_seconds", float)
 _AGENT_MODEL = re.compile(r"^(?:moltbot[:/]|agent:)([a-z0-9][a-z0-9_-]{0,63})$", re.IGNORECASE)
 _DEFAULT_MODELS = ("moltbot", "moltbot/default", "moltbot:default")
 _UPSTREAM_KINDS = ("auth", "rate_limit", "upstream", "connection", "malformed")
@@ -77,6 +79,8 @@ async def read_json(request: web.Request) -> object:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"invalid JSON body: {exc}") from None
+    except RecursionError:  # nesting deeper than the parser's stack: not a request we take
+        raise InvalidRequest("invalid JSON body: nested too deeply") from None
 
 
 def resolve_agent(request: web.Request, model: str, agents: AgentDirectory) -> str | None:
@@ -138,7 +142,8 @@ async def stream_completion(
     """Headers go out with the first delta, so a failure before it is still a plain HTTP error."""
     stream: EventStream | None = None
     role_sent = False
-    async with aclosing(run.events(idle_timeout=KEEPALIVE_SECONDS)) as events:
+    keepalive = request.app.get(KEEPALIVE_KEY, KEEPALIVE_SECONDS)
+    async with aclosing(run.events(idle_timeout=keepalive)) as events:
         async for event in events:
             if event is None:
                 stream = stream or await EventStream.open(request)

@@ -6,7 +6,6 @@ field (`param`), which the error middleware renders as OpenAI's error envelope.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -93,16 +92,23 @@ def message_text(message: dict[str, Any], index: int) -> str:
         raise InvalidRequest(
             "content must be a string or an array of parts", param=f"messages[{index}].content"
         )
-    texts = []
-    for part in content:
-        if isinstance(part, dict) and part.get("type") in ("text", "input_text"):
-            text = part.get("text")
-            if not isinstance(text, str):
-                raise InvalidRequest(
-                    "text parts need a string text", param=f"messages[{index}].content"
-                )
-            texts.append(text)
+    texts = [text for part in content if (text := _part_text(part, index)) is not None]
     return "\n".join(texts).strip()
+
+
+def _part_text(part: object, index: int) -> str | None:
+    """A `text` / `input_text` part's `text`, or any part's string `input_text` (the reference
+    reads both); other parts (images, audio) carry no text."""
+    if not isinstance(part, dict):
+        return None
+    text_part = part.get("type") in ("text", "input_text")
+    if text_part and isinstance(part.get("text"), str):
+        return part["text"]
+    if isinstance(part.get("input_text"), str):
+        return part["input_text"]
+    if text_part:
+        raise InvalidRequest("text parts need a string text", param=f"messages[{index}].content")
+    return None
 
 
 def build_prompt(messages: list[dict[str, Any]]) -> tuple[str, str | None]:
@@ -153,7 +159,9 @@ def parse_sampling(body: dict[str, Any]) -> SamplingParams:
 
 def _ranged(body: dict[str, Any], name: str, low: float, high: float) -> float | None:
     value = _optional(body, name, float)
-    if value is not None and not (math.isfinite(value) and low <= value <= high):
+    # Plain comparisons: NaN fails them, and a huge JSON integer compares exactly (converting
+    # it to float for math.isfinite would raise OverflowError).
+    if value is not None and not low <= value <= high:
         raise InvalidRequest(f"{name} must be between {low} and {high}", param=name)
     return value
 

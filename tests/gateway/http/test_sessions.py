@@ -1,0 +1,69 @@
+"""Conversations carried for an OpenAI `user`: across calls and across a gateway restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import StartGateway
+from tests.fake_upstreams import FakeOpenAI
+from tests.gateway.http.helpers import turns, upstream_config, user
+
+KEY = "agent:main:openai-user:bob"
+
+
+async def test_history_is_carried_across_calls_for_the_same_user(
+    start_gateway: StartGateway, state_dir: Path, up: FakeOpenAI
+) -> None:
+    gateway = await start_gateway(upstream_config(state_dir, up))
+    up.stream(["Nice", " to", " meet", " you"])
+    async with gateway.openai() as client:
+        await client.chat.completions.create(
+            model="moltbot", user="bob", messages=[user("My name is Bob.")]
+        )
+        stream = await client.chat.completions.create(
+            model="moltbot", user="bob", messages=[user("What is my name?")], stream=True
+        )
+        second = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        await client.chat.completions.create(
+            model="moltbot", user="someone-else", messages=[user("Who am I?")]
+        )
+    assert second == "What is my name?"
+    assert turns(up.requests[0]) == [("user", "My name is Bob.")]
+    assert turns(up.requests[1]) == [
+        ("user", "My name is Bob."),
+        ("assistant", "Nice to meet you"),
+        ("user", "What is my name?"),
+    ]
+    assert turns(up.requests[2]) == [("user", "Who am I?")]  # another user, another session
+    messages = await gateway.runtime.store.messages(KEY)
+    assert [(m.role, m.content, m.status) for m in messages] == [
+        ("user", "My name is Bob.", "ok"),
+        ("assistant", "Nice to meet you", "ok"),
+        ("user", "What is my name?", "ok"),
+        ("assistant", "What is my name?", "ok"),
+    ]
+
+
+async def test_history_survives_a_gateway_restart(
+    start_gateway: StartGateway, state_dir: Path, up: FakeOpenAI
+) -> None:
+    config = upstream_config(state_dir, up)
+    first = await start_gateway(config)
+    async with first.openai() as client:
+        await client.chat.completions.create(
+            model="moltbot", user="bob", messages=[user("Remember the word lantern.")]
+        )
+    await first.stop()
+
+    second = await start_gateway(config)
+    async with second.openai() as client:
+        await client.chat.completions.create(
+            model="moltbot", user="bob", messages=[user("Which word?")]
+        )
+    assert turns(up.requests[1]) == [
+        ("user", "Remember the word lantern."),
+        ("assistant", "Remember the word lantern."),
+        ("user", "Which word?"),
+    ]
+    session = await second.runtime.store.get(KEY)
+    assert session is not None and session.turns == 2
