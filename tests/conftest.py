@@ -52,10 +52,9 @@ def make_config(
     gateway_kw = {k: v for k, v in overrides.items() if k in gateway_fields}
     defaults_kw = {k: v for k, v in overrides.items() if k not in gateway_fields}
     auth = AuthConfig(token=token, rate_limit=rate_limit or RateLimitConfig())
+    gateway_kw.setdefault("http", HttpConfig(chat_completions_enabled=chat))
     return Config(
-        gateway=GatewayConfig(
-            auth=auth, http=HttpConfig(chat_completions_enabled=chat), **gateway_kw
-        ),
+        gateway=GatewayConfig(auth=auth, **gateway_kw),
         models=ModelsConfig(providers=providers),
         agents=AgentsConfig(
             defaults=AgentDefaults(model=ModelChoice(primary, fallbacks), **defaults_kw),

@@ -30,7 +30,8 @@ async def list_models(request: web.Request) -> web.Response:
 async def get_model(request: web.Request) -> web.Response:
     request.app[AUTH_KEY].check_request(request)
     model_id = request.match_info["model_id"]
-    if model_id not in model_ids(request.app[RUNTIME_KEY].agents):
+    # `moltbot` works as a chat model (the default agent) even though it is not listed.
+    if model_id != "moltbot" and model_id not in model_ids(request.app[RUNTIME_KEY].agents):
         raise NotFound(
             f"The model `{model_id}` does not exist", param="model", code="model_not_found"
         )

@@ -64,7 +64,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     try:
         run = runtime.start(turn)
     except InvalidTurn as exc:
-        raise InvalidRequest(str(exc), param=exc.param, code=exc.code) from None
+        # Here the runtime can only object to the session key (agent unknown or mismatched).
+        param = "x-moltbot-session-key" if "x-moltbot-session-key" in request.headers else "model"
+        raise InvalidRequest(str(exc), param=param, code=exc.code) from None
     tags(request).agent, tags(request).session_key = run.agent.id, session_key
     if chat.stream:
         return await stream_completion(request, run, chat)

@@ -46,7 +46,16 @@ async def test_get_one_model_plain_or_url_encoded(
     assert reply.json()["object"] == "model"
 
 
-@pytest.mark.parametrize("model_id", ["moltbot/nope", "gpt-4o", "moltbot"])
+async def test_bare_moltbot_can_be_retrieved_like_it_can_be_used(
+    start_gateway: StartGateway, state_dir: Path
+) -> None:
+    gateway = await start_gateway(make_config(state_dir))
+    reply = await request(gateway, "GET", "/v1/models/moltbot")
+    assert reply.status == 200
+    assert reply.json()["id"] == "moltbot"
+
+
+@pytest.mark.parametrize("model_id", ["moltbot/nope", "gpt-4o", "moltbot:main"])
 async def test_unknown_model_is_404_model_not_found(
     start_gateway: StartGateway, state_dir: Path, model_id: str
 ) -> None:

@@ -292,6 +292,18 @@ async def test_session_key_of_another_agent_than_the_model_is_400(
     reply = await post_chat(gateway, chat_body(model="moltbot/beta"), headers=headers)
     assert reply.status == 400
     assert reply.error["type"] == "invalid_request_error"
+    assert reply.error["param"] == "x-moltbot-session-key"
+
+
+async def test_session_key_of_an_unknown_agent_is_400_naming_the_header(
+    start_gateway: StartGateway, state_dir: Path
+) -> None:
+    gateway = await start_gateway(make_config(state_dir))
+    headers = {"x-moltbot-session-key": "agent:ghost:mine"}
+    reply = await post_chat(gateway, chat_body(), headers=headers)
+    assert reply.status == 400
+    assert reply.error["param"] == "x-moltbot-session-key"
+    assert "ghost" in reply.error["message"]
 
 
 async def test_client_errors_do_not_disturb_the_next_request(
