@@ -205,3 +205,6 @@ def _log_notices(loaded: LoadedConfig) -> None:
 
 def config_path_for(args: argparse.Namespace) -> Path:
     return resolve_config_path(args.config, os.environ)[0]
+
+
+import moltbot.cli_client  # noqa: E402, F401  (registers `agent` and `health`)

@@ -21,6 +21,7 @@ from moltbot.gateway.http.models import get_model, list_models
 from moltbot.gateway.http.openai import chat_completions
 from moltbot.gateway.state import AUTH_KEY, CONFIG_KEY, RUNTIME_KEY, STARTED_AT_KEY
 from moltbot.gateway.systemd import notify
+from moltbot.gateway.ws import WsOptions, setup_ws
 from moltbot.logs import get_logger
 from moltbot.providers.failover import RetryPolicy
 from moltbot.providers.registry import ProviderRegistry
@@ -48,7 +49,12 @@ def check_startup(config: Config) -> None:
     )
 
 
-def build_app(config: Config, *, retry_policy: RetryPolicy | None = None) -> web.Application:
+def build_app(
+    config: Config,
+    *,
+    retry_policy: RetryPolicy | None = None,
+    ws_options: WsOptions | None = None,
+) -> web.Application:
     app = web.Application(
         middlewares=[access_log_middleware, error_middleware],
         client_max_size=config.gateway.http.max_body_bytes,
@@ -58,6 +64,7 @@ def build_app(config: Config, *, retry_policy: RetryPolicy | None = None) -> web
     app.cleanup_ctx.append(_runtime_context(retry_policy))
     app[STARTED_AT_KEY] = time.time()
     app.router.add_get("/healthz", healthz)
+    setup_ws(app, ws_options)
     if config.gateway.http.chat_completions_enabled:
         add_openai_routes(app)
     return app

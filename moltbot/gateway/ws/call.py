@@ -1,0 +1,85 @@
+"""What a method handler gets: the request's context, and how methods are declared."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from moltbot.agents.runtime import AgentRuntime
+from moltbot.agents.session_keys import canonical_key
+from moltbot.config.model import Config
+from moltbot.gateway.ws.connection import Connection
+from moltbot.gateway.ws.hub import Hub
+from moltbot.gateway.ws.protocol import RpcError
+
+Role = Literal["operator"]
+Scope = Literal["operator.read", "operator.write", "operator.admin"]
+READ_SCOPE: Scope = "operator.read"
+WRITE_SCOPE: Scope = "operator.write"
+ADMIN_SCOPE: Scope = "operator.admin"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """Who is on the other end, as told in `connect` and checked by the handshake."""
+
+    id: str
+    mode: str
+    version: str
+    platform: str
+    role: Role
+    scopes: frozenset[str]
+    conn_id: str
+    remote: str
+    display_name: str | None = None
+    instance_id: str | None = None
+
+
+@dataclass(slots=True)
+class Call:
+    hub: Hub
+    conn: Connection
+    client: ClientInfo
+    request_id: str
+    method: str
+    responded: bool = field(default=False)
+
+    @property
+    def runtime(self) -> AgentRuntime:
+        return self.hub.runtime
+
+    @property
+    def config(self) -> Config:
+        return self.hub.config
+
+    def respond(self, ok: bool, payload: Any = None, error: RpcError | None = None) -> None:
+        """Answer now (handlers that return normally are answered by the dispatcher)."""
+        self.responded = True
+        self.conn.send_response(self.request_id, ok, payload, error)
+
+    def session_key(self, key: str, agent_id: str | None = None) -> str:
+        """A client's key in canonical form; bare keys belong to `agent_id` or the default."""
+        return canonical_key(key, agent_id or self.runtime.agents.default_id)
+
+
+Handler = Callable[[Call, Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    handler: Handler
+    scope: Scope
+
+
+def missing_scope(client: ClientInfo, method: Method | None) -> str | None:
+    """The scope the client lacks for `method` (None: allowed). Unknown methods need admin, so
+    a non-admin learns nothing about which methods exist."""
+    scopes = client.scopes
+    if ADMIN_SCOPE in scopes:
+        return None
+    if method is None or method.scope == ADMIN_SCOPE:
+        return ADMIN_SCOPE
+    if method.scope == READ_SCOPE:
+        return None if scopes & {READ_SCOPE, WRITE_SCOPE} else READ_SCOPE
+    return None if WRITE_SCOPE in scopes else WRITE_SCOPE

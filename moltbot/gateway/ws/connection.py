@@ -1,0 +1,191 @@
+"""One WebSocket's outgoing side: a byte-bounded queue, one writer task, the per-socket event seq.
+
+Nothing that produces frames ever awaits the socket. Frames go into this connection's queue and
+one writer task hands them to the transport in order. `buffered` counts the bytes queued but not
+yet handed over; when a client stops reading, the transport pauses, the writer waits, and
+`buffered` grows. Past `max_buffered` a droppable event (tick, delta) is skipped, anything else
+closes the socket with 1008 "slow consumer" and frees the queue, so a client that does not read
+cannot grow the server's memory and never slows anyone else down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from moltbot.gateway.ws.protocol import (
+    CLOSE_POLICY_VIOLATION,
+    RpcError,
+    close_reason,
+    encode,
+    event_frame,
+    response_frame,
+)
+from moltbot.logs import get_logger
+
+log = get_logger("moltbot.ws")
+
+
+@dataclass(frozen=True, slots=True)
+class _Close:
+    code: int
+    reason: str
+
+
+class Connection:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        *,
+        transport: asyncio.BaseTransport | None,
+        conn_id: str,
+        remote: str,
+        max_buffered: int,
+        close_timeout: float,
+    ) -> None:
+        self.ws = ws
+        self._transport = transport
+        self.id = conn_id
+        self.remote = remote
+        self.seq = 0  # of the last event sent: per socket, +1 per event, no gaps
+        self.buffered = 0
+        self._max_buffered = max_buffered
+        self._close_timeout = close_timeout
+        self._queue: deque[bytes | _Close] = deque()
+        self._wakeup = asyncio.Event()
+        self._closing: _Close | None = None
+        self._closer: asyncio.Task[None] | None = None
+        self._writer = asyncio.create_task(self._write_loop(), name=f"ws writer {conn_id}")
+
+    @property
+    def open(self) -> bool:
+        return self._closing is None and not self.ws.closed
+
+    @property
+    def close_code(self) -> int | None:
+        return self._closing.code if self._closing else None
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def send_event(
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        droppable: bool = False,
+        force: bool = False,
+        with_seq: bool = True,
+    ) -> bool:
+        """Queue an event; False if it was not (closed, or dropped for a slow client).
+
+        `force` skips the buffer check (the last words before a close)."""
+        if not self._admit(droppable, force):
+            return False
+        seq = None
+        if with_seq:
+            self.seq += 1
+            seq = self.seq
+        self._push(encode(event_frame(name, payload, seq)))
+        return True
+
+    def send_response(
+        self, request_id: str, ok: bool, payload: Any = None, error: RpcError | None = None
+    ) -> bool:
+        if not self._admit(droppable=False, force=False):
+            return False
+        self._push(encode(response_frame(request_id, ok, payload, error)))
+        return True
+
+    def _admit(self, droppable: bool, force: bool) -> bool:
+        if not self.open:
+            return False
+        if force or self.buffered <= self._max_buffered:
+            return True
+        if not droppable:
+            log.warning("closing slow consumer", conn=self.id, buffered=self.buffered)
+            self.close(CLOSE_POLICY_VIOLATION, "slow consumer", flush=False)
+        return False
+
+    def _push(self, data: bytes) -> None:
+        self.buffered += len(data)
+        self._queue.append(data)
+        self._wakeup.set()
+
+    # -- closing ------------------------------------------------------------------------------
+
+    def close(self, code: int, reason: str, *, flush: bool = True) -> None:
+        """Close with `code`/`reason`: after what is queued (`flush`), or at once, dropping
+        the queue (a slow consumer must not keep its backlog in our memory)."""
+        if self._closing is not None:
+            return
+        self._closing = _Close(code, close_reason(reason))
+        if flush:
+            self._queue.append(self._closing)
+            self._wakeup.set()
+            return
+        self._queue.clear()
+        self.buffered = 0
+        self._writer.cancel()  # it may be stuck waiting for the client to read
+        self._closer = asyncio.create_task(self._close_socket(self._closing, drain=False))
+
+    async def finish(self) -> None:
+        """Once the socket's reading side is done: wait (bounded) for a close we started to
+        flush and complete, then stop the writer."""
+        tasks = [t for t in (self._writer, self._closer) if t is not None]
+        try:
+            if self._closing is not None:
+                await asyncio.wait(tasks, timeout=self._close_timeout * 2)
+        finally:
+            for task in tasks:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- the writer ---------------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                while not self._queue:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                item = self._queue.popleft()
+                if isinstance(item, _Close):
+                    await self._close_socket(item, drain=True)
+                    return
+                self.buffered -= len(item)
+                await self.ws.send_frame(item, WSMsgType.TEXT)
+        except ConnectionError:
+            log.debug("websocket gone while writing", conn=self.id)
+            self._give_up()
+        except Exception:
+            log.exception("websocket writer failed", conn=self.id)
+            self._give_up()
+            if self._transport is not None:
+                self._transport.abort()  # the reader side notices and the handler ends
+
+    def _give_up(self) -> None:
+        """Nothing more can be written: forget the backlog, refuse new frames."""
+        self._closing = self._closing or _Close(1006, "connection lost")
+        self._queue.clear()
+        self.buffered = 0
+
+    async def _close_socket(self, close: _Close, *, drain: bool) -> None:
+        try:
+            async with asyncio.timeout(self._close_timeout):
+                await self.ws.close(code=close.code, message=close.reason.encode(), drain=drain)
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            self._reap_transport()
+
+    def _reap_transport(self) -> None:
+        """A peer that never reads keeps a closing transport (and its buffer) alive forever;
+        give it the close timeout to read what is left, then drop it. No-op once closed."""
+        if self._transport is not None:
+            asyncio.get_running_loop().call_later(self._close_timeout, self._transport.abort)

@@ -1,0 +1,106 @@
+"""Requests on an authenticated connection: parse, authorize, run each in its own task.
+
+Handlers run concurrently (answers may come out of order, matched by id), at most
+MAX_IN_FLIGHT per connection; past that the connection stops reading until one finishes.
+Nothing a client sends after the handshake closes the socket, except a frame above maxPayload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from moltbot.agents.sessions import SessionStoreError
+from moltbot.gateway.ws.call import Call, ClientInfo, Method, missing_scope
+from moltbot.gateway.ws.connection import Connection
+from moltbot.gateway.ws.hub import Hub
+from moltbot.gateway.ws.methods import METHODS
+from moltbot.gateway.ws.protocol import (
+    FrameError,
+    RequestFrame,
+    RpcError,
+    decode_json,
+    invalid_request,
+    parse_request,
+    unavailable,
+)
+from moltbot.logs import get_logger
+
+log = get_logger("moltbot.ws")
+
+MAX_IN_FLIGHT = 32
+
+
+class Dispatcher:
+    def __init__(self, hub: Hub, conn: Connection, client: ClientInfo) -> None:
+        self._hub = hub
+        self._conn = conn
+        self._client = client
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    async def handle(self, data: str | bytes) -> None:
+        try:
+            frame = decode_json(data)
+        except ValueError:
+            log.info("ignored a frame that is not JSON", conn=self._conn.id)
+            return
+        try:
+            request = parse_request(frame)
+        except FrameError as exc:
+            self._fail(exc.frame_id or "invalid", invalid_request(exc.message))
+            return
+        method = self._resolve(request)
+        if method is None:
+            return
+        await self._slots.acquire()
+        task = asyncio.create_task(self._run(method, request), name=f"ws {request.method}")
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    def _resolve(self, request: RequestFrame) -> Method | None:
+        """The method to run, or None after answering why not."""
+        if request.method == "connect":
+            self._fail(request.id, invalid_request("connect is only valid as the first request"))
+            return None
+        method = METHODS.get(request.method)
+        if (scope := missing_scope(self._client, method)) is not None:
+            self._fail(request.id, invalid_request(f"missing scope: {scope}"))
+            return None
+        if method is None:
+            self._fail(request.id, invalid_request(f"unknown method: {request.method}"))
+        return method
+
+    async def _run(self, method: Method, request: RequestFrame) -> None:
+        call = Call(self._hub, self._conn, self._client, request.id, request.method)
+        try:
+            payload = await method.handler(call, request.params)
+            if not call.responded:
+                call.respond(True, payload)
+        except RpcError as exc:
+            self._answer_failure(call, exc)
+        except SessionStoreError as exc:  # its message is written for users
+            self._answer_failure(call, unavailable(str(exc)))
+        except Exception:
+            log.exception("ws method failed", method=request.method, conn=self._conn.id)
+            self._answer_failure(call, unavailable(f"{request.method} failed: internal error"))
+        finally:
+            self._slots.release()
+
+    def _answer_failure(self, call: Call, error: RpcError) -> None:
+        if call.responded:  # e.g. `agent` after its first answer: nothing more to say
+            log.warning("ws method failed after answering", method=call.method, error=error.message)
+            return
+        call.respond(False, error=error)
+
+    def _fail(self, request_id: str, error: RpcError) -> None:
+        self._conn.send_response(request_id, False, error=error)
+
+    async def cancel(self) -> None:
+        """The socket is gone: stop what its requests were waiting for. Runs they started
+        belong to the hub and go on."""
+        tasks = list(self._in_flight)
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)

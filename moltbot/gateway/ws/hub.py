@@ -1,0 +1,165 @@
+"""What the WS control plane shares across connections.
+
+The hub is the one listener on the runtime's event bus: it routes each run's `agent` events and
+the derived `chat` events to the connections subscribed to them (`Routes`), owns the tasks that
+consume WS-started runs (a run must outlive the socket that started it), sends `tick`s, and on a
+graceful stop says `shutdown` to every socket and closes it with 1012.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from moltbot.agents.events import AgentEvent
+from moltbot.agents.runtime import AgentRuntime, now_ms
+from moltbot.config.model import Config
+from moltbot.gateway.ws.chat_events import ChatProjector
+from moltbot.gateway.ws.connection import Connection
+from moltbot.gateway.ws.dedupe import DedupeCache
+from moltbot.gateway.ws.health import HealthMonitor, build_health
+from moltbot.gateway.ws.options import WsOptions
+from moltbot.gateway.ws.protocol import CLOSE_SERVICE_RESTART
+from moltbot.gateway.ws.routes import Routes
+from moltbot.logs import get_logger
+
+log = get_logger("moltbot.ws")
+
+
+class Hub:
+    def __init__(self, config: Config, options: WsOptions, started_at: float) -> None:
+        self.config = config
+        self.options = options
+        self.started_at = started_at  # time.time() when the app was built
+        self.connections: set[Connection] = set()
+        self.routes = Routes()
+        self.chat = ChatProjector()
+        self.dedupe = DedupeCache()
+        self.health = HealthMonitor(self._build_health)
+        self._runtime: AgentRuntime | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._run_waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self.stopping = False
+
+    @property
+    def runtime(self) -> AgentRuntime:
+        if self._runtime is None:
+            raise RuntimeError("the WS hub has not been started")
+        return self._runtime
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self, runtime: AgentRuntime) -> None:
+        self._runtime = runtime
+        self._unsubscribe = runtime.bus.subscribe(self._on_agent_event)
+        self._ticker = asyncio.create_task(self._tick_loop(), name="ws ticks")
+
+    def shutdown(self, reason: str = "gateway stopping") -> None:
+        """Graceful stop: tell every client, then close its socket after what it has queued."""
+        self.stopping = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+        for conn in list(self.connections):
+            # restartExpectedMs is omitted rather than null (protocol deviation §10.1).
+            conn.send_event("shutdown", {"reason": reason}, force=True)
+            conn.close(CLOSE_SERVICE_RESTART, "service restart")
+
+    async def close(self) -> None:
+        """After the runtime has closed: stop listening and end the run consumers (their runs
+        have finished or been aborted by then)."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        tasks = [*self._tasks, *([self._ticker] if self._ticker else [])]
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- connections and tasks ----------------------------------------------------------------
+
+    def register(self, conn: Connection) -> None:
+        self.connections.add(conn)
+
+    def unregister(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        self.routes.drop_connection(conn)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """A task owned by the gateway, not by any connection (it survives disconnects)."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("ws background task failed", task=task.get_name(), error=repr(exc))
+
+    async def wait_for_run_end(self, run_id: str, timeout: float) -> bool:
+        """True once `run_id` ends (even a run that has not started yet), False on timeout."""
+        run = self.runtime.get_run(run_id)
+        if run is not None and run.done.is_set():
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._run_waiters.setdefault(run_id, set()).add(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            waiters = self._run_waiters.get(run_id)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
+                    del self._run_waiters[run_id]
+
+    # -- events -------------------------------------------------------------------------------
+
+    def _on_agent_event(self, event: AgentEvent) -> None:
+        """Called synchronously for every run's every event; only queues frames."""
+        payload = event.payload()
+        # Assistant events carry the cumulative text, so a slow client loses nothing by
+        # skipping some; lifecycle and usage events must arrive.
+        droppable = event.stream == "assistant"
+        targets = self.routes.targets("run", event.run_id) | self.routes.targets(
+            "session", event.session_key
+        )
+        for conn in targets:
+            conn.send_event("agent", payload, droppable=droppable)
+        update = self.chat.project(event)
+        if update is not None:
+            for conn in list(self.routes.targets("chat", event.session_key)):
+                conn.send_event("chat", update.payload, droppable=update.droppable)
+        if event.is_terminal:
+            self.routes.forget("run", event.run_id)
+            for waiter in self._run_waiters.get(event.run_id, ()):
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.tick_interval)
+            for conn in list(self.connections):
+                conn.send_event("tick", {"ts": now_ms()}, droppable=True)
+
+    # -- health -------------------------------------------------------------------------------
+
+    async def _build_health(self) -> dict[str, Any]:
+        return await build_health(self.runtime, self.config)
+
+    def uptime_ms(self) -> int:
+        return max(0, int((time.time() - self.started_at) * 1000))
+
+
+HUB_KEY = web.AppKey("ws_hub", Hub)

@@ -1,0 +1,109 @@
+"""Runs started over WS: starting one, consuming it for as long as it lasts, its outcome."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from moltbot.agents.prompt import resolve_timezone, with_timestamp_prefix
+from moltbot.agents.runtime import AgentRuntime, InvalidTurn, Run, TurnRequest
+from moltbot.agents.session_keys import is_reserved
+from moltbot.agents.sessions import SessionStoreError
+from moltbot.config.model import Config
+from moltbot.gateway.ws.call import Call
+from moltbot.gateway.ws.params import invalid_params
+from moltbot.gateway.ws.protocol import RpcError, unavailable
+from moltbot.gateway.ws.views import split_model_ref
+from moltbot.logs import get_logger
+
+log = get_logger("moltbot.ws")
+
+Outcome = tuple[bool, dict[str, Any], RpcError | None]
+
+
+def stamped(config: Config, message: str) -> str:
+    """WS turns carry the user's local time in front of the message (agent-runtime §6.3)."""
+    return with_timestamp_prefix(message, resolve_timezone(config.agents.defaults.user_timezone))
+
+
+def check_writable(method: str, session_key: str) -> None:
+    if is_reserved(session_key):
+        raise invalid_params(method, f'session key "{session_key}" is in a reserved namespace')
+
+
+def start_run(call: Call, request: TurnRequest, *, follow: bool = True) -> Run:
+    """Start a turn; with `follow`, its `agent` events go to the calling connection. The
+    caller hands the run to a hub task, so it goes on (and is saved) if this socket closes."""
+    assert request.run_id is not None
+    if follow:  # before the run exists, so not even its first event is missed
+        call.hub.routes.add(call.conn, "run", request.run_id)
+    try:
+        return call.runtime.start(request)
+    except InvalidTurn as exc:
+        if follow:
+            call.hub.routes.remove(call.conn, "run", request.run_id)
+        raise invalid_params(call.method, str(exc)) from None
+
+
+async def drain(run: Run) -> None:
+    """Iterate the run to its end: stopping early would abort it."""
+    async for _ in run:
+        pass
+
+
+async def agent_outcome(runtime: AgentRuntime, run: Run) -> Outcome:
+    """The `agent` method's second response for a finished run."""
+    if run.status == "error":
+        summary = run.error or "agent run failed"
+        return False, {"runId": run.id, "status": "error", "summary": summary}, unavailable(summary)
+    provider, model = split_model_ref(run.model_ref)
+    agent_meta: dict[str, Any] = {
+        "sessionId": await _session_id(runtime, run.session_key),
+        "provider": provider,
+        "model": model,
+    }
+    if run.usage is not None:
+        agent_meta["usage"] = usage_data(run)
+    duration = (run.ended_at or 0) - (run.started_at or run.ended_at or 0)
+    result = {
+        "payloads": [{"text": run.text, "mediaUrl": None}] if run.text else [],
+        "meta": {
+            "durationMs": max(0, duration),
+            "agentMeta": agent_meta,
+            "aborted": run.status == "aborted",
+        },
+    }
+    if run.status == "aborted":
+        result["meta"]["abortReason"] = run.error or "aborted"
+    payload = {"runId": run.id, "status": "ok", "summary": "completed", "result": result}
+    return True, payload, None
+
+
+def usage_data(run: Run) -> dict[str, int]:
+    usage = run.usage
+    assert usage is not None
+    return {
+        "input": usage.input_tokens,
+        "output": usage.output_tokens,
+        "cacheRead": usage.cache_read_tokens,
+        "cacheWrite": usage.cache_write_tokens,
+        "total": usage.prompt_tokens + usage.output_tokens,
+    }
+
+
+async def _session_id(runtime: AgentRuntime, key: str) -> str | None:
+    try:
+        info = await runtime.store.get(key)
+    except SessionStoreError as exc:
+        log.warning("could not read session for a run result", error=str(exc))
+        return None
+    return info.session_id if info else None
+
+
+def wait_result(run: Run) -> dict[str, Any]:
+    """`agent.wait`'s answer for a finished run. An aborted run did not complete, so it is
+    reported as an error (the reference reports it as ok)."""
+    result = run.snapshot()
+    if run.status == "aborted":
+        result.update(status="error", error=f"run aborted ({run.error or 'aborted'})")
+        result["aborted"] = True
+    return result

@@ -1,0 +1,153 @@
+"""How our sessions and transcripts look on the wire (sessions.*, status, health, chat.history).
+
+The store keeps less than the reference's session entries (no labels, toggles or delivery
+fields); rows carry what we have, with the reference's field names.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from moltbot.agents.sessions import SessionInfo, TranscriptMessage
+from moltbot.config.model import Config
+from moltbot.providers.echo import ECHO_MODEL_ID, ECHO_PROVIDER_NAME
+
+# The timestamp envelope WS turns get (`[Sat 2026-01-31 19:55 CET] `), hidden again in history.
+_ENVELOPE = re.compile(r"^\[[A-Z][a-z]{2} \d{4}-\d{2}-\d{2} \d{2}:\d{2}[^\]]*\] ")
+_STOP_REASONS = {"ok": "stop", "error": "error", "aborted": "aborted"}
+HIDDEN_KEYS = ("global", "unknown")
+MAIN_KEY = "main"  # the main-session suffix: `agent:<id>:main`
+
+
+def session_kind(key: str) -> str:
+    if key in HIDDEN_KEYS:
+        return key
+    if ":group:" in key or ":channel:" in key:
+        return "group"
+    return "direct"
+
+
+def split_model_ref(ref: str | None) -> tuple[str | None, str | None]:
+    """ "provider/model" → (provider, model); (None, None) when unknown."""
+    if not ref:
+        return None, None
+    provider, _, model = ref.partition("/")
+    return (provider, model) if model else (None, provider)
+
+
+def context_window(config: Config, ref: str | None) -> int | None:
+    provider, model = split_model_ref(ref)
+    for entry in config.models.providers:
+        if entry.name.lower() == (provider or "").lower():
+            for known in entry.models:
+                if known.id == model:
+                    return known.context_window
+    return None
+
+
+def age_ms(updated_at: int | None, now: int) -> int | None:
+    return None if updated_at is None else max(0, now - updated_at)
+
+
+def session_row(info: SessionInfo, config: Config) -> dict[str, Any]:
+    """A `sessions.list` row."""
+    provider, model = split_model_ref(info.model)
+    row: dict[str, Any] = {
+        "key": info.key,
+        "kind": session_kind(info.key),
+        "agentId": info.agent_id,
+        "updatedAt": info.updated_at,
+        "sessionId": info.session_id,
+        "abortedLastRun": info.aborted_last_run,
+        "inputTokens": info.input_tokens,
+        "outputTokens": info.output_tokens,
+        "totalTokens": info.total_tokens,
+    }
+    if provider:
+        row["modelProvider"] = provider
+    if model:
+        row["model"] = model
+    if (window := context_window(config, info.model)) is not None:
+        row["contextTokens"] = window
+    return row
+
+
+def session_status(info: SessionInfo, config: Config, now: int) -> dict[str, Any]:
+    """A `status` SessionStatus. Our counters are running totals of the transcript, not the
+    last call's context use, so remaining/percent are not computed."""
+    window = context_window(config, info.model)
+    flags = [f"id:{info.session_id}"] + (["aborted"] if info.aborted_last_run else [])
+    return {
+        "agentId": info.agent_id,
+        "key": info.key,
+        "kind": session_kind(info.key),
+        "sessionId": info.session_id,
+        "updatedAt": info.updated_at,
+        "age": age_ms(info.updated_at, now),
+        "abortedLastRun": info.aborted_last_run,
+        "inputTokens": info.input_tokens,
+        "outputTokens": info.output_tokens,
+        "totalTokens": info.total_tokens,
+        "remainingTokens": None,
+        "percentUsed": None,
+        "model": split_model_ref(info.model)[1],
+        "contextTokens": window,
+        "flags": flags,
+    }
+
+
+def recent_entry(info: SessionInfo, now: int) -> dict[str, Any]:
+    return {"key": info.key, "updatedAt": info.updated_at, "age": age_ms(info.updated_at, now)}
+
+
+def default_model(config: Config, default_ref: str) -> dict[str, Any]:
+    provider, model = split_model_ref(default_ref)
+    return {
+        "modelProvider": provider,
+        "model": model,
+        "contextTokens": context_window(config, default_ref),
+    }
+
+
+def strip_envelope(text: str) -> str:
+    return _ENVELOPE.sub("", text, count=1)
+
+
+def transcript_message(message: TranscriptMessage) -> dict[str, Any]:
+    """A `chat.history` message (agent-runtime.md §5 shape, text blocks only)."""
+    text = strip_envelope(message.content) if message.role == "user" else message.content
+    item: dict[str, Any] = {
+        "role": message.role,
+        "content": [{"type": "text", "text": text}] if text or message.role == "user" else [],
+        "timestamp": message.ts,
+    }
+    if message.role != "assistant":
+        return item
+    item["stopReason"] = _STOP_REASONS.get(message.status, message.status)
+    provider, model = split_model_ref(message.model)
+    if provider:
+        item["provider"] = provider
+    if model:
+        item["model"] = model
+    if message.input_tokens is not None or message.output_tokens is not None:
+        used_in, used_out = message.input_tokens or 0, message.output_tokens or 0
+        item["usage"] = {"input": used_in, "output": used_out, "totalTokens": used_in + used_out}
+    if message.error:
+        item["errorMessage"] = message.error
+    return item
+
+
+def trim_to_bytes(items: list[dict[str, Any]], max_bytes: int) -> list[dict[str, Any]]:
+    """Drop the oldest items until the JSON array fits in `max_bytes`."""
+    sizes = [len(json.dumps(item, ensure_ascii=False).encode()) + 1 for item in items]
+    total, start = sum(sizes) + 1, 0
+    while start < len(items) and total > max_bytes:
+        total -= sizes[start]
+        start += 1
+    return items[start:]
+
+
+def echo_model_entry() -> dict[str, Any]:
+    return {"id": ECHO_MODEL_ID, "name": "Echo (offline)", "provider": ECHO_PROVIDER_NAME}

@@ -1,0 +1,84 @@
+"""Fixtures for the WS control-plane tests: gateways with adjustable WS options, clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from moltbot.client import GatewayClient
+from moltbot.config.model import Config
+from moltbot.gateway.server import build_app, make_runner
+from moltbot.gateway.ws import WsOptions
+from tests.conftest import FAST_RETRIES, TOKEN, Gateway
+from tests.fake_upstreams import FakeOpenAI, echo_last_user
+from tests.gateway.ws.wsutil import Probe
+
+StartWs = Callable[..., Awaitable[Gateway]]
+OpenProbe = Callable[..., Awaitable[Probe]]
+OpenClient = Callable[..., Awaitable[GatewayClient]]
+
+
+@pytest.fixture
+async def start_ws() -> AsyncIterator[StartWs]:
+    """Like `start_gateway`, with the WS options a test needs (short ticks, small buffers)."""
+    started: list[Gateway] = []
+
+    async def start(config: Config, options: WsOptions | None = None) -> Gateway:
+        app = build_app(config, retry_policy=FAST_RETRIES, ws_options=options)
+        runner = make_runner(app, config)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        gateway = Gateway(app, runner, f"http://127.0.0.1:{runner.addresses[0][1]}", config)
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in reversed(started):
+        await gateway.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def open_probe(http: aiohttp.ClientSession) -> AsyncIterator[OpenProbe]:
+    """A raw WebSocket to a gateway (no handshake yet), closed after the test."""
+    probes: list[Probe] = []
+
+    async def open_(gateway: Gateway, path: str = "/") -> Probe:
+        ws = await http.ws_connect(gateway.ws_url + path, max_msg_size=0)
+        probes.append(Probe(ws))
+        return probes[-1]
+
+    yield open_
+    for probe in probes:
+        await probe.ws.close()
+
+
+@pytest.fixture
+async def open_client() -> AsyncIterator[OpenClient]:
+    """A connected `GatewayClient` (handshake done), closed after the test."""
+    clients: list[GatewayClient] = []
+
+    async def open_(gateway: Gateway, token: str | None = TOKEN) -> GatewayClient:
+        client = await GatewayClient.connect(
+            gateway.ws_url, token=token, client_id="test", mode="test"
+        )
+        clients.append(client)
+        return client
+
+    yield open_
+    for client in clients:
+        await client.close()
+
+
+@pytest.fixture
+async def up() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI(reply=echo_last_user) as fake:
+        yield fake

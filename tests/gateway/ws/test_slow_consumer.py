@@ -1,0 +1,65 @@
+"""A client that stops reading is dropped (1008 "slow consumer"); the others carry on."""
+
+from __future__ import annotations
+
+import asyncio
+
+from moltbot.gateway.ws import HUB_KEY, WsOptions
+from tests.conftest import make_config
+from tests.fake_upstreams import FakeOpenAI, provider_config
+from tests.gateway.ws.wsutil import WAIT, collect_until, is_chat_end
+
+MAX_BUFFERED = 16 * 1024
+# Every agent event carries the whole text so far: 400 chunks of 250 characters make ~20 MB
+# for a follower, well beyond what the kernel's socket buffers (a MB or two on loopback)
+# absorb before the gateway's own queue has to grow.
+CHUNK = "x" * 249 + " "
+CHUNKS = 400
+# A pause between chunks lets the gateway's writer hand each event to the transport; with no
+# pause a burst of events would mostly be dropped (as droppable) before reaching the socket.
+CHUNK_DELAY = 0.001
+
+
+async def wait_for(predicate, timeout: float = WAIT) -> None:
+    """Poll `predicate` (server state with no event to wait on) until it holds."""
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+async def test_a_client_that_does_not_read_is_dropped(
+    state_dir, start_ws, open_client, open_probe, up: FakeOpenAI
+):
+    config = make_config(state_dir, providers=(provider_config(up),), primary="up/m1")
+    gateway = await start_ws(config, WsOptions(max_buffered_bytes=MAX_BUFFERED))
+    hub = gateway.app[HUB_KEY]
+    # After the hub has queued each event: how much the fullest socket holds.
+    peaks: list[int] = []
+    gateway.runtime.bus.subscribe(
+        lambda _: peaks.append(max((c.buffered for c in hub.connections), default=0))
+    )
+    up.stream([CHUNK] * CHUNKS, delay=CHUNK_DELAY)
+
+    slow = await open_probe(gateway)
+    assert (await slow.hello())["ok"]
+    assert (await slow.request("agent.follow", {"sessionKey": "main"}))["ok"]
+    # From here on the slow client reads nothing: every agent event of the run piles up.
+
+    reader = await open_client(gateway)
+    started = await reader.request(
+        "chat.send", {"sessionKey": "main", "message": "go", "idempotencyKey": "big-run"}
+    )
+    assert started == {"runId": "big-run", "status": "started"}
+    events = await collect_until(reader, is_chat_end("big-run"), timeout=30)
+    final = events[-1].payload
+    assert final["state"] == "final"
+    assert final["message"]["content"][0]["text"] == CHUNK * CHUNKS
+
+    # The slow socket was closed by the server, the reader is still connected and usable.
+    await wait_for(lambda: len(hub.connections) == 1)
+    assert (await reader.request("health"))["ok"] is True
+    code, reason = await slow.closed(timeout=30)
+    assert (code, reason) == (1008, "slow consumer")
+    # The backlog never grew past the limit plus the one frame that crossed it.
+    largest_frame = len(CHUNK) * CHUNKS * 2 + 1024
+    assert max(peaks) <= MAX_BUFFERED + largest_frame

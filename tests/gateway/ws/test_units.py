@@ -1,0 +1,182 @@
+"""The pure pieces: frame parsing, param validation, dedupe bounds, chat throttling, routes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from moltbot.agents.events import AgentEvent
+from moltbot.gateway.ws.chat_events import ChatProjector
+from moltbot.gateway.ws.dedupe import DedupeCache
+from moltbot.gateway.ws.health import HealthMonitor
+from moltbot.gateway.ws.params import Params
+from moltbot.gateway.ws.protocol import (
+    FrameError,
+    RpcError,
+    close_reason,
+    invalid_request,
+    parse_request,
+)
+from moltbot.gateway.ws.routes import Routes
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_parse_request_is_strict():
+    frame = parse_request({"type": "req", "id": "1", "method": "health"})
+    assert (frame.id, frame.method, frame.params) == ("1", "health", {})
+    with pytest.raises(FrameError) as raised:
+        parse_request({"type": "req", "id": "2", "method": "", "x": 1})
+    assert raised.value.frame_id == "2"
+    assert raised.value.message == (
+        "invalid request frame: at root: unexpected property 'x'; "
+        "at /method: must NOT have fewer than 1 characters"
+    )
+    with pytest.raises(FrameError) as raised:
+        parse_request({"type": "res", "id": ""})
+    assert raised.value.frame_id is None
+
+
+def test_error_shape_has_only_what_is_set():
+    assert invalid_request("nope").shape() == {"code": "INVALID_REQUEST", "message": "nope"}
+    error = invalid_request("x", details={"a": 1}, retryable=True, retry_after_ms=5)
+    assert error.shape() == {
+        "code": "INVALID_REQUEST",
+        "message": "x",
+        "details": {"a": 1},
+        "retryable": True,
+        "retryAfterMs": 5,
+    }
+
+
+def test_params_collect_every_problem_once():
+    p = Params({"n": 1.5, "s": 3, "b": "x", "obj": {"deep": 1}, "list": ["a", 2], "extra": 0})
+    assert p.integer("n") is None
+    assert p.string("s") is None
+    assert p.boolean("b") is None
+    assert p.string("missing", required=True) is None
+    child = p.object("obj")
+    assert child is not None and child.integer("deep", maximum=0) is None
+    assert p.strings("list") is None
+    with pytest.raises(RpcError) as raised:
+        p.finish("demo")
+    assert raised.value.message == (
+        "invalid demo params: at /n: must be integer; at /s: must be string; "
+        "at /b: must be boolean; at root: must have required property 'missing'; "
+        "at /obj/deep: must be <= 0; at /list/1: must be string; "
+        "at root: unexpected property 'extra'"
+    )
+
+
+def test_params_accept_integral_floats_and_ignored_fields():
+    p = Params({"n": 3.0, "to": "+1555", "flag": True})
+    assert p.integer("n", minimum=1) == 3
+    assert p.boolean("flag") is True
+    p.ignored("to")
+    p.finish("demo")
+
+
+def test_close_reason_fits_a_close_frame():
+    assert close_reason("short") == "short"
+    long = "é" * 100  # 200 bytes
+    cut = close_reason(long)
+    assert len(cut.encode()) <= 120 and long.startswith(cut)
+
+
+def test_dedupe_expires_and_is_bounded():
+    clock = Clock()
+    cache = DedupeCache(ttl=300, max_entries=3, clock=clock)
+    for key in "abcd":
+        cache.put(key, True, {"k": key})
+    assert len(cache) == 3 and cache.get("a") is None and cache.get("d").payload == {"k": "d"}
+    clock.now += 301
+    assert cache.get("d") is None and len(cache) == 0
+
+
+def event(seq: int, stream: str, data: dict, run_id: str = "r") -> AgentEvent:
+    return AgentEvent(run_id, seq, stream, 1, data, "agent:main:main")  # type: ignore[arg-type]
+
+
+def test_chat_deltas_are_throttled_and_the_final_has_everything():
+    clock = Clock()
+    chat = ChatProjector(clock=clock, interval=0.15)
+    assert chat.project(event(1, "lifecycle", {"phase": "start"})) is None
+    first = chat.project(event(2, "assistant", {"text": "a", "delta": "a"}))
+    assert first is not None and first.droppable
+    assert first.payload["message"]["content"] == [{"type": "text", "text": "a"}]
+    clock.now += 0.1
+    assert chat.project(event(3, "assistant", {"text": "ab", "delta": "b"})) is None
+    clock.now += 0.06
+    later = chat.project(event(4, "assistant", {"text": "abc", "delta": "c"}))
+    assert later is not None and later.payload["seq"] == 4
+    chat.project(event(5, "usage", {"input": 1, "output": 2}))
+    final = chat.project(event(6, "lifecycle", {"phase": "end", "aborted": False}))
+    assert final is not None and not final.droppable
+    assert final.payload == {
+        "runId": "r",
+        "sessionKey": "agent:main:main",
+        "seq": 6,
+        "state": "final",
+        "stopReason": "stop",
+        "message": {
+            "role": "assistant",
+            "content": [{"type": "text", "text": "abc"}],
+            "timestamp": 1,
+        },
+        "usage": {"input": 1, "output": 2},
+    }
+
+
+def test_chat_errors_and_aborts():
+    chat = ChatProjector()
+    error = chat.project(event(1, "lifecycle", {"phase": "error", "error": "boom"}, "e"))
+    assert error is not None
+    assert (error.payload["state"], error.payload["errorMessage"]) == ("error", "boom")
+    data = {"phase": "end", "aborted": True, "reason": "rpc"}
+    aborted = chat.project(event(1, "lifecycle", data, "a"))
+    assert aborted is not None
+    assert (aborted.payload["state"], aborted.payload["stopReason"]) == ("aborted", "rpc")
+
+
+def test_routes_are_bounded_per_connection():
+    routes = Routes(max_per_connection=2)
+    conn, other = object(), object()
+    routes.add(conn, "run", "r1")  # type: ignore[arg-type]
+    routes.add(conn, "session", "s")  # type: ignore[arg-type]
+    routes.add(other, "session", "s")  # type: ignore[arg-type]
+    routes.add(conn, "chat", "s")  # type: ignore[arg-type]  # drops the oldest: run r1
+    assert routes.targets("run", "r1") == set()
+    assert routes.targets("session", "s") == {conn, other}
+    routes.forget("session", "s")
+    assert routes.targets("session", "s") == set()
+    routes.drop_connection(conn)  # type: ignore[arg-type]
+    assert routes.targets("chat", "s") == set()
+
+
+async def test_health_refreshes_coalesce_and_cache():
+    calls = 0
+    release = asyncio.Event()
+
+    async def build() -> dict:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return {"ok": True, "n": calls}
+
+    clock = Clock()
+    health = HealthMonitor(build, clock=clock, max_age=60)
+    waiting = [asyncio.ensure_future(health.get()) for _ in range(3)]
+    await asyncio.sleep(0)
+    release.set()
+    assert [await w for w in waiting] == [{"ok": True, "n": 1}] * 3
+    assert await health.get() == {"ok": True, "n": 1}  # cached
+    clock.now += 61
+    assert await health.get() == {"ok": True, "n": 2}
+    assert calls == 2
