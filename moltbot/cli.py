@@ -11,8 +11,7 @@ import json
 import os
 import secrets
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import NoReturn
 
 from moltbot import __version__
@@ -89,13 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     show = config_commands.add_parser("show", help="print the effective config, secrets redacted")
     _add_config_args(show)
     show.set_defaults(func=cmd_config_show)
-    for register in EXTRA_COMMANDS:
-        register(commands)
+    # The WebSocket client commands (`agent`, `health`) live in their own module, which uses
+    # CliError from this one: hence the import here rather than at the top.
+    from moltbot import cli_client
+
+    cli_client.register(commands)
     return parser
-
-
-# Subcommands that live in other modules (e.g. the WS client commands) register themselves here.
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def _add_config_args(parser: argparse.ArgumentParser, *, serve: bool = False) -> None:
@@ -201,10 +199,3 @@ def _log_notices(loaded: LoadedConfig) -> None:
     log.info("config loaded", path=str(loaded.config.config_path))
     for notice in loaded.notices:
         log.warning(notice)
-
-
-def config_path_for(args: argparse.Namespace) -> Path:
-    return resolve_config_path(args.config, os.environ)[0]
-
-
-import moltbot.cli_client  # noqa: E402, F401  (registers `agent` and `health`)

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 import aiohttp
 
-from moltbot.cli import EXTRA_COMMANDS, CliError
+from moltbot.cli import CliError
 from moltbot.client import Event, GatewayClient, GatewayClosed, GatewayError
 
 DEFAULT_AGENT_TIMEOUT = 600
@@ -245,6 +245,3 @@ def _reason(exc: BaseException) -> str:
     if isinstance(os_error, OSError) and os_error.strerror:
         return os_error.strerror.lower()
     return " ".join(str(exc).split()) or exc.__class__.__name__
-
-
-EXTRA_COMMANDS.append(register)
