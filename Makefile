@@ -17,7 +17,7 @@ run: $(STAMP)
 	MOLTBOT_STATE_DIR=$(CURDIR)/.dev $(BIN)/python -m moltbot dev
 
 lint: $(STAMP)
-	$(BIN)/ruff check moltbot tests bench
+	$(BIN)/ruff check .
 
 test: lint
 	$(BIN)/python -m pytest
