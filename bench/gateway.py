@@ -1,0 +1,161 @@
+"""The gateway under test: its generated config and the real `python -m moltbot gateway`.
+
+Its stderr (JSON log lines, one per request at the shipped `info` level) goes to a file, so a
+full pipe can never stall it; the runner learns the URL from the `gateway listening` line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.procs import Child, Children
+
+PROVIDER = "bench"
+# agent id -> upstream model id; the scenarios name agents as `moltbot/<agent>`.
+AGENT_MODELS = {"fast": "fast", "s16": "chunks16", "s16d20": "chunks16-delay20"}
+START_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class GatewaySetup:
+    state_dir: Path
+    config_path: Path
+    log_path: Path
+    store_path: Path
+    port: int
+    token: str
+
+
+def new_setup(root: Path, name: str, port: int, store_path: Path | None = None) -> GatewaySetup:
+    state = root / name
+    state.mkdir(parents=True, exist_ok=True)
+    return GatewaySetup(
+        state_dir=state,
+        config_path=state / "moltbot.json",
+        log_path=state / "gateway.log",
+        store_path=store_path or state / "sessions.sqlite",
+        port=port,
+        token=secrets.token_urlsafe(24),
+    )
+
+
+def gateway_config(setup: GatewaySetup, upstream_port: int, log_level: str | None) -> dict:
+    """Token auth, the chat endpoint on, one provider (the bench upstream), one agent per
+    upstream model. maxConcurrent is raised for the concurrency-200 scenario; the log level
+    stays the shipped default unless asked otherwise."""
+    models = [{"id": model, "name": model} for model in AGENT_MODELS.values()]
+    agents = [
+        {"id": agent, "model": {"primary": f"{PROVIDER}/{model}", "fallbacks": []}}
+        for agent, model in AGENT_MODELS.items()
+    ]
+    agents[0]["default"] = True
+    workspace = setup.state_dir / "workspace"
+    workspace.mkdir(exist_ok=True)
+    config: dict[str, Any] = {
+        "gateway": {
+            "port": setup.port,
+            "bind": "loopback",
+            "auth": {"mode": "token", "token": setup.token},
+            "http": {"endpoints": {"chatCompletions": {"enabled": True}}},
+            "shutdownGraceSeconds": 3,
+        },
+        "models": {
+            "providers": {
+                PROVIDER: {
+                    "baseUrl": f"http://127.0.0.1:{upstream_port}/v1",
+                    "api": "openai-completions",
+                    "models": models,
+                }
+            }
+        },
+        "agents": {
+            "defaults": {
+                "model": {"primary": f"{PROVIDER}/fast", "fallbacks": []},
+                "workspace": str(workspace),
+                "userTimezone": "UTC",
+                "timeoutSeconds": 120,
+                "maxConcurrent": 512,
+            },
+            "list": agents,
+        },
+        "session": {"store": str(setup.store_path)},
+    }
+    if log_level is not None:
+        config["logging"] = {"level": log_level}
+    return config
+
+
+def gateway_env(setup: GatewaySetup) -> dict[str, str]:
+    """No MOLTBOT_*/CLAWDBOT_* from the caller's shell; state and HOME inside the run dir."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MOLTBOT_", "CLAWDBOT_"))}
+    env.update(MOLTBOT_STATE_DIR=str(setup.state_dir), HOME=str(setup.state_dir))
+    return env
+
+
+@dataclass
+class Gateway:
+    child: Child
+    setup: GatewaySetup
+    url: str
+
+    @property
+    def pid(self) -> int:
+        return self.child.pid
+
+
+async def start_gateway(
+    kids: Children, setup: GatewaySetup, upstream_port: int, log_level: str | None
+) -> Gateway:
+    setup.config_path.write_text(json.dumps(gateway_config(setup, upstream_port, log_level)))
+    log = setup.log_path.open("ab")
+    try:
+        child = await kids.start_python(
+            "gateway",
+            ["moltbot", "gateway", "--config", str(setup.config_path), "--port", str(setup.port)],
+            env=gateway_env(setup),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
+    finally:
+        log.close()  # the child has its own copy of the descriptor
+    url = await wait_until_listening(child, setup.log_path)
+    return Gateway(child, setup, url)
+
+
+async def wait_until_listening(child: Child, log_path: Path) -> str:
+    """Poll the log file for the `gateway listening` line; fail if the gateway exits."""
+    async with asyncio.timeout(START_TIMEOUT):
+        while True:
+            url = listening_url(log_path)
+            if url is not None:
+                return url
+            if not child.running:
+                tail = log_path.read_bytes()[-2000:].decode(errors="replace")  # noqa: ASYNC240
+                raise RuntimeError(f"gateway exited ({child.process.returncode}): {tail}")
+            await asyncio.sleep(0.05)
+
+
+def listening_url(log_path: Path) -> str | None:
+    """The URL from the `gateway listening` log line, once it is there (the log is tiny)."""
+    for line in log_path.read_text(errors="replace").splitlines():
+        entry = _json_line(line)
+        if entry.get("event") == "gateway listening":
+            return str(entry["url"])
+    return None
+
+
+def _json_line(line: str) -> dict[str, Any]:
+    if not line.startswith("{"):
+        return {}
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return {}
+    return entry if isinstance(entry, dict) else {}

@@ -1,0 +1,289 @@
+"""Medians over the repetitions, the gateway/direct comparison and the targets of issue 6,
+as Markdown tables (pasted into BENCHMARKS.md) and as JSON in bench/results/."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.metrics import RunResult, flags, median
+
+if TYPE_CHECKING:
+    from bench.runner import Bench
+
+
+@dataclass
+class Summary:
+    """Medians over the repetitions of one scenario on one side (errors: the total)."""
+
+    scenario: str
+    side: str
+    reps: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    ttft_p50_ms: float
+    errors: int
+    gw_cpu_ms_per_req: float
+    gw_cpu_share: float
+    gw_peak_rss_mb: float
+    load_share: float
+    upstream_share: float
+    host_share: float
+    sessions_stored: int | None
+    log_bytes_per_req: float
+    flags: list[str] = field(default_factory=list)
+
+
+def summarise(results: Sequence[RunResult]) -> dict[tuple[str, str], Summary]:
+    groups: dict[tuple[str, str], list[RunResult]] = {}
+    for result in results:
+        if result.rep >= 0:  # rep -1: a profiled run, not a measurement
+            groups.setdefault((result.scenario, result.side), []).append(result)
+    return {key: _summary(runs) for key, runs in groups.items()}
+
+
+def _summary(runs: list[RunResult]) -> Summary:
+    def med(get: Callable[[RunResult], float]) -> float:
+        return median(get(r) for r in runs)
+
+    stored = [r.sessions_stored for r in runs if r.sessions_stored is not None]
+    found = sorted({f for r in runs for f in flags(r)})
+    return Summary(
+        scenario=runs[0].scenario,
+        side=runs[0].side,
+        reps=len(runs),
+        rps=med(lambda r: r.rps),
+        p50_ms=med(lambda r: r.p50_ms),
+        p99_ms=med(lambda r: r.p99_ms),
+        ttft_p50_ms=med(lambda r: r.ttft_p50_ms),
+        errors=sum(r.errors for r in runs),
+        gw_cpu_ms_per_req=med(lambda r: r.gw_cpu_ms_per_req),
+        gw_cpu_share=med(lambda r: r.gw_cpu_share),
+        gw_peak_rss_mb=max((r.gw_peak_rss_mb for r in runs), default=math.nan),
+        load_share=med(lambda r: r.load_share),
+        upstream_share=med(lambda r: r.upstream_share),
+        host_share=med(lambda r: r.host_share),
+        sessions_stored=max(stored) if stored else None,
+        log_bytes_per_req=med(lambda r: r.log_bytes_per_req),
+        flags=found,
+    )
+
+
+def fmt(value: float, digits: int = 2) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def results_table(summaries: dict[tuple[str, str], Summary], titles: dict[str, str]) -> str:
+    head = (
+        "| scenario | side | req/s | p50 ms | p99 ms | TTFT p50 ms | errors | gw CPU ms/req "
+        "| gw CPU % of a core | gw peak RSS MB | CPU load gen / upstream / all cores | flags |"
+    )
+    lines = [head, "|" + "---|" * 12]
+    for (key, side), s in summaries.items():
+        shares = f"{fmt(s.load_share)} / {fmt(s.upstream_share)} / {fmt(s.host_share)}"
+        lines.append(
+            f"| ({key}) {titles.get(key, '')} | {side} | {fmt(s.rps, 0)} | {fmt(s.p50_ms)} "
+            f"| {fmt(s.p99_ms)} | {fmt(s.ttft_p50_ms)} | {s.errors} "
+            f"| {fmt(s.gw_cpu_ms_per_req, 3)} | {fmt(s.gw_cpu_share * 100, 0)} "
+            f"| {fmt(s.gw_peak_rss_mb, 1)} | {shares} | {'; '.join(s.flags) or '-'} |"
+        )
+    return "\n".join(lines)
+
+
+def ratio_table(summaries: dict[tuple[str, str], Summary]) -> str:
+    lines = [
+        "| scenario | gateway/direct req/s | added p50 ms | added p99 ms | added TTFT p50 ms "
+        "| sessions stored (max) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key in dict.fromkeys(k for k, _ in summaries):
+        d, g = summaries.get((key, "direct")), summaries.get((key, "gateway"))
+        if d is None or g is None:
+            continue
+        lines.append(
+            f"| ({key}) | {fmt(g.rps / d.rps, 3)} | {fmt(g.p50_ms - d.p50_ms)} "
+            f"| {fmt(g.p99_ms - d.p99_ms)} | {fmt(g.ttft_p50_ms - d.ttft_p50_ms)} "
+            f"| {g.sessions_stored if g.sessions_stored is not None else '-'} |"
+        )
+    return "\n".join(lines)
+
+
+@dataclass
+class Verdict:
+    target: str
+    measured: str
+    status: str  # "met", "MISSED", "n/a"
+    caveat: str = ""
+
+
+def _check(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "MISSED")
+
+
+def _value(summaries: dict[tuple[str, str], Summary], key: str, side: str) -> Summary | None:
+    return summaries.get((key, side))
+
+
+def verdicts(summaries: dict[tuple[str, str], Summary], ws: dict[str, Any]) -> list[Verdict]:
+    out: list[Verdict] = []
+
+    def pair(key: str) -> tuple[Summary | None, Summary | None]:
+        return _value(summaries, key, "direct"), _value(summaries, key, "gateway")
+
+    def add(
+        target: str, key: str, measure: Callable[[Summary, Summary], tuple[float, bool]], unit=""
+    ) -> None:
+        d, g = pair(key)
+        if d is None or g is None:
+            out.append(Verdict(target, "not run", "n/a"))
+            return
+        value, ok = measure(d, g)
+        caveat = "; ".join(f for f in g.flags if f != "all cores busy")
+        out.append(Verdict(target, f"{fmt(value, 3)}{unit}", _check(ok), caveat))
+
+    add("(a) added latency p50 ≤ 0.5 ms", "a", lambda d, g: _le(g.p50_ms - d.p50_ms, 0.5), " ms")
+    add("(a) added latency p99 ≤ 2 ms", "a", lambda d, g: _le(g.p99_ms - d.p99_ms, 2), " ms")
+    add("(b) ≥ 2,500 req/s", "b", lambda d, g: _ge(g.rps, 2500), " req/s")
+    add("(b) CPU ≤ 0.4 ms per request", "b", lambda d, g: _le(g.gw_cpu_ms_per_req, 0.4), " ms")
+    add("(c) added TTFT p50 ≤ 1 ms", "c", lambda d, g: _le(g.ttft_p50_ms - d.ttft_p50_ms, 1), " ms")
+    add("(c) ≥ 1,000 streams/s", "c", lambda d, g: _ge(g.rps, 1000), " streams/s")
+    add("(d) ≥ 95% of direct req/s", "d", lambda d, g: _ge(g.rps / d.rps, 0.95))
+    add("(d) no errors", "d", lambda d, g: (g.errors, g.errors == 0), " errors")
+    add("(d) peak RSS ≤ 80 MB", "d", lambda d, g: _le(g.gw_peak_rss_mb, 80), " MB")
+    out += persistence_verdicts(summaries)
+    out.append(ws_verdict(ws))
+    return out
+
+
+def _le(value: float, limit: float) -> tuple[float, bool]:
+    return value, value <= limit
+
+
+def _ge(value: float, limit: float) -> tuple[float, bool]:
+    return value, value >= limit
+
+
+def persistence_verdicts(summaries: dict[tuple[str, str], Summary]) -> list[Verdict]:
+    """(e) and (e) after 100k sessions against (b), both through the gateway."""
+    b = _value(summaries, "b", "gateway")
+    out = []
+    for key in ("e", "e100k"):
+        e = _value(summaries, key, "gateway")
+        target = f"({key}) ≥ 85% of (b) req/s"
+        if b is None or e is None:
+            out.append(Verdict(target, "not run", "n/a"))
+            continue
+        ratio = e.rps / b.rps
+        out.append(Verdict(target, f"{fmt(ratio, 3)} of (b)", _check(ratio >= 0.85)))
+    e, e100k = _value(summaries, "e", "gateway"), _value(summaries, "e100k", "gateway")
+    target = "(e) cost does not grow with stored sessions (CPU/req at 100k ≤ 1.1× fresh)"
+    if e is None or e100k is None:
+        out.append(Verdict(target, "not run", "n/a"))
+    else:
+        growth = e100k.gw_cpu_ms_per_req / e.gw_cpu_ms_per_req
+        out.append(Verdict(target, f"{fmt(growth, 3)}×", _check(growth <= 1.1)))
+    return out
+
+
+def ws_verdict(ws: dict[str, Any]) -> Verdict:
+    target = "(f) ≤ 20 KB per idle WebSocket connection"
+    if not ws:
+        return Verdict(target, "not run", "n/a")
+    if "skipped" in ws:
+        return Verdict(target, f"skipped: {ws['skipped']}", "n/a")
+    per = ws["kb_per_connection"]
+    measured = f"{fmt(per, 1)} KB ({ws['connected']}/{ws['requested']} connected)"
+    return Verdict(target, measured, _check(per <= 20))
+
+
+def verdict_table(found: Sequence[Verdict]) -> str:
+    lines = ["| target | measured (medians) | verdict | caveat |", "|---|---|---|---|"]
+    for v in found:
+        lines.append(f"| {v.target} | {v.measured} | {v.status} | {v.caveat or '-'} |")
+    return "\n".join(lines)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def code_line() -> str:
+    """Which gateway code was measured: the commit, and whether moltbot/ had local changes
+    (others work in the same tree, so a run may include their uncommitted work)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", *args], capture_output=True, text=True, timeout=10, check=False
+            )
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    changed = [line for line in git("status", "--porcelain", "moltbot").splitlines() if line]
+    extra = f" + {len(changed)} uncommitted changed/new files in moltbot/" if changed else ""
+    return f"gateway code: commit {commit}{extra}"
+
+
+def machine_line(bench: Bench) -> str:
+    o = bench.options
+    return (
+        f"{os.cpu_count()} cores ({cpu_model()}), Linux {platform.release()}, "
+        f"Python {platform.python_version()}; upstream: {o.upstream_workers} workers, "
+        f"load generator: {o.load_workers} processes; {o.reps} repetitions; gateway log level: "
+        f"{o.log_level or 'info (shipped default)'}; peak RSS: {bench.peak_rss_method}"
+    )
+
+
+def render(bench: Bench) -> str:
+    from bench.scenarios import SCENARIOS
+
+    titles = {s.key: s.title for s in SCENARIOS}
+    summaries = summarise(bench.results)
+    parts = [
+        f"command: {' '.join(['python', '-m', 'bench', *sys.argv[1:]])}",
+        f"machine: {machine_line(bench)}",
+        code_line(),
+        "",
+        results_table(summaries, titles),
+        "",
+        ratio_table(summaries),
+        "",
+        verdict_table(verdicts(summaries, bench.ws)),
+    ]
+    if bench.notes:
+        parts += ["", *[f"note: {n}" for n in bench.notes]]
+    return "\n".join(parts)
+
+
+def save_json(bench: Bench, path: Path) -> None:
+    summaries = summarise(bench.results)
+    document = {
+        "argv": sys.argv,
+        "machine": machine_line(bench),
+        "code": code_line(),
+        "runs": [r.as_dict() for r in bench.results],
+        "summaries": [asdict(s) for s in summaries.values()],
+        "verdicts": [asdict(v) for v in verdicts(summaries, bench.ws)],
+        "ws": bench.ws,
+        "notes": bench.notes,
+        "profiles": {k: str(v) for k, v in bench.profiles.items()},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=1, default=str))
