@@ -159,8 +159,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 def _print_banner(loaded: LoadedConfig) -> None:
     gateway = loaded.config.gateway
-    host = "127.0.0.1" if gateway.host in ("0.0.0.0", "::") else gateway.host
-    url = f"http://{host}:{gateway.port}"
+    url = f"http://{gateway.client_host}:{gateway.port}"
     secret = gateway.auth.secret or "<none>"
     body = '{"model":"moltbot","messages":[{"role":"user","content":"Hello, Moltbot"}]}'
     print(

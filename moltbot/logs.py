@@ -57,4 +57,4 @@ def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
 
 def short_hash(value: str) -> str:
     """A stable, non-reversible tag for a session key: enough to correlate log lines."""
-    return hashlib.sha256(value.encode()).hexdigest()[:12]
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:12]

@@ -303,7 +303,7 @@ class AgentRuntime:
                 await asyncio.shield(self._record(run))
         finally:
             if run.usage is not None:
-                self._emit(run, "usage", _usage_data(run.usage))
+                self._emit(run, "usage", usage_data(run.usage))
             self._emit(run, "lifecycle", self._end_data(run))
             self._retire(run)
 
@@ -378,7 +378,8 @@ class AgentRuntime:
         await self.store.close()
 
 
-def _usage_data(usage: Usage) -> dict[str, int]:
+def usage_data(usage: Usage) -> dict[str, int]:
+    """Token usage as the reference's event and session fields name it."""
     return {
         "input": usage.input_tokens,
         "output": usage.output_tokens,

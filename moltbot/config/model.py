@@ -66,6 +66,11 @@ class GatewayConfig:
         """The address to listen on."""
         return {"loopback": "127.0.0.1", "lan": "0.0.0.0"}.get(self.bind, self.bind)
 
+    @property
+    def client_host(self) -> str:
+        """The address a client on this machine connects to."""
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+
 
 @dataclass(frozen=True)
 class ModelConfig:
