@@ -130,6 +130,7 @@ def load(args: argparse.Namespace) -> LoadedConfig:
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
+    from moltbot.agents.sessions import SessionStoreError
     from moltbot.gateway.server import StartupError, serve
 
     loaded = load(args)
@@ -140,6 +141,10 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         asyncio.run(serve(config))
     except StartupError as exc:
         raise CliError(str(exc)) from None
+    except SessionStoreError as exc:
+        raise CliError(
+            f"cannot open the session store {config.session_store_path}: {exc}"
+        ) from None
     except OSError as exc:  # e.g. the port is taken
         raise CliError(
             f"cannot listen on {config.gateway.host}:{config.gateway.port}: {exc.strerror or exc}"

@@ -181,3 +181,26 @@ async def test_sigterm_lets_an_in_flight_stream_finish_then_exits_0(state_dir: P
     assert content == "".join(chunks)
     assert rest.rstrip().endswith("data: [DONE]")
     assert any(e.get("event") == "gateway stopped" for e in gateway.log)
+
+
+def test_unusable_session_store_is_one_line_and_exit_2(state_dir: Path) -> None:
+    blocker = state_dir / "not-a-dir"
+    blocker.write_text("a file where a directory should be")
+    config = {**_config(), "session": {"store": str(blocker / "sessions.sqlite")}}
+    path = write_config(state_dir / "moltbot.json", config)
+    result = run_cli(
+        ["gateway", "--config", str(path), "--port", str(free_port())],
+        child_env(state_dir),
+        timeout=20,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "cannot open the session store" in result.stderr.strip().splitlines()[-1]
+
+
+def test_absurdly_nested_config_is_a_parse_error(state_dir: Path) -> None:
+    path = state_dir / "deep.json5"
+    path.write_text("{a:" * 5000 + "1" + "}" * 5000)
+    result = run_cli(["config", "validate", "--config", str(path)], child_env(state_dir))
+    assert result.returncode == 2
+    assert "nested too deeply" in result.stderr and "Traceback" not in result.stderr

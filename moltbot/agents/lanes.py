@@ -18,11 +18,23 @@ class Lanes:
         self._sessions: dict[str, tuple[asyncio.Lock, int]] = {}
 
     @asynccontextmanager
-    async def slot(self, session_key: str) -> AsyncIterator[None]:
+    async def slot(self, session_key: str, deadline: float | None = None) -> AsyncIterator[None]:
+        """Hold the session's lane and a global slot; waiting past `deadline` (loop time)
+        raises TimeoutError."""
         lock = self._enter(session_key)
         try:
-            async with lock, self._global:
+            async with asyncio.timeout_at(deadline):
+                await lock.acquire()
+                try:
+                    await self._global.acquire()
+                except BaseException:
+                    lock.release()
+                    raise
+            try:
                 yield
+            finally:
+                self._global.release()
+                lock.release()
         finally:
             self._leave(session_key)
 
@@ -37,8 +49,3 @@ class Lanes:
             del self._sessions[key]
         else:
             self._sessions[key] = (lock, users - 1)
-
-    def waiting(self, session_key: str) -> int:
-        """Runs holding or waiting for the session's lane."""
-        entry = self._sessions.get(session_key)
-        return entry[1] if entry else 0

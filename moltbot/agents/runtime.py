@@ -68,6 +68,9 @@ class TurnRequest:
     timeout_seconds: float | None = None
     # The key was minted for this request alone, so there is no history to read.
     new_session: bool = False
+    # Keep the finished run findable by id (agent.wait, idempotent replays) for a while. HTTP
+    # runs are never looked up again, and must not push the ones that are out of that window.
+    keep_after_end: bool = True
 
 
 def now_ms() -> int:
@@ -97,6 +100,7 @@ class Run:
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
     _abort_reason: str | None = None
+    _finishing: bool = False
 
     def __aiter__(self) -> AsyncIterator[AgentEvent]:
         return self._events()
@@ -139,8 +143,8 @@ class Run:
 
     def abort(self, reason: str = "aborted") -> bool:
         """Stop the run (queued or running). False if it had already finished."""
-        if self.done.is_set() or self._task is None:
-            return False
+        if self._finishing or self.done.is_set() or self._task is None:
+            return False  # once it is being recorded, a second abort must not record it twice
         self._abort_reason = self._abort_reason or reason
         self._task.cancel()
         return True
@@ -179,6 +183,7 @@ class AgentRuntime:
         self._files = WorkspaceFiles(defaults.bootstrap_max_chars)
         self._lanes = Lanes(defaults.max_concurrent)
         self._retry = retry_policy or RetryPolicy()
+        self._stop_deadline: float | None = None
         self._active: dict[str, Run] = {}
         self._recent: OrderedDict[str, tuple[float, Run]] = OrderedDict()
 
@@ -228,18 +233,26 @@ class AgentRuntime:
     # -- executing a run ---------------------------------------------------------------------
 
     async def _execute(self, run: Run) -> None:
+        # One deadline for the whole run, waiting for a free slot included: a full queue
+        # ends in a timeout, never in an endless wait.
+        deadline = asyncio.get_running_loop().time() + (
+            run.request.timeout_seconds or self._timeout
+        )
         try:
-            async with self._lanes.slot(run.session_key):
+            async with self._lanes.slot(run.session_key, deadline):
                 # Finishing (persisting) inside the lane: the session's next turn sees this one.
-                await self._run_in_lane(run)
+                await self._run_in_lane(run, deadline)
         except asyncio.CancelledError:  # aborted while still queued
             await self._finish(run, "aborted", run._abort_reason or "aborted", "aborted")
+        except TimeoutError:
+            message = "timed out waiting for a free run slot (agents.defaults.maxConcurrent)"
+            await self._finish(run, "error", message, "timeout")
 
-    async def _run_in_lane(self, run: Run) -> None:
+    async def _run_in_lane(self, run: Run, deadline: float) -> None:
         try:
             run.status, run.started_at = "running", now_ms()
             self._emit(run, "lifecycle", {"phase": "start", "startedAt": run.started_at})
-            async with asyncio.timeout(run.request.timeout_seconds or self._timeout):
+            async with asyncio.timeout_at(deadline):
                 await self._call_model(run)
         except asyncio.CancelledError:
             await self._finish(run, "aborted", run._abort_reason or "aborted", "aborted")
@@ -295,6 +308,9 @@ class AgentRuntime:
     async def _finish(
         self, run: Run, status: RunStatus, error: str | None = None, kind: str | None = None
     ) -> None:
+        if run._finishing:
+            return
+        run._finishing = True
         run.status, run.error, run.error_kind = status, error, kind
         run.ended_at = now_ms()
         try:
@@ -351,6 +367,8 @@ class AgentRuntime:
     def _retire(self, run: Run) -> None:
         run.done.set()
         self._active.pop(run.id, None)
+        if not run.request.keep_after_end:
+            return
         now = time.monotonic()
         self._recent[run.id] = (now, run)
         while self._recent and (
@@ -361,13 +379,18 @@ class AgentRuntime:
 
     # -- shutdown ----------------------------------------------------------------------------
 
-    async def close(self, grace_seconds: float = 0) -> None:
-        """Let running turns finish within the grace period, abort the rest, release resources."""
+    def begin_stop(self, grace_seconds: float) -> None:
+        """The gateway is stopping: running turns have until now + grace to finish. Set when
+        the stop begins, so the grace is not counted again after the HTTP drain."""
+        if self._stop_deadline is None:
+            self._stop_deadline = asyncio.get_running_loop().time() + grace_seconds
+
+    async def close(self) -> None:
+        """Let running turns finish until the stop deadline, abort the rest, release resources."""
         runs = list(self._active.values())
-        if runs and grace_seconds > 0:
-            await asyncio.wait(
-                [asyncio.ensure_future(r.wait()) for r in runs], timeout=grace_seconds
-            )
+        deadline = self._stop_deadline or 0.0
+        if runs and (remaining := deadline - asyncio.get_running_loop().time()) > 0:
+            await asyncio.wait([asyncio.ensure_future(r.wait()) for r in runs], timeout=remaining)
         for run in runs:
             run.abort("gateway stopping")
         tasks = [r._task for r in runs if r._task is not None]

@@ -43,6 +43,10 @@ def _parse_json5(text: str, *, shown_as: str, report_as: Path) -> object:
         if match:
             detail = f"{match['what']} at line {match['line']}, column {match['column']}"
         raise ConfigError.file_level(report_as, f"parse error in {shown_as}: {detail}") from None
+    except RecursionError:
+        raise ConfigError.file_level(
+            report_as, f"parse error in {shown_as}: nested too deeply"
+        ) from None
 
 
 def _parse_yaml(text: str, *, shown_as: str, report_as: Path) -> object:
@@ -55,3 +59,7 @@ def _parse_yaml(text: str, *, shown_as: str, report_as: Path) -> object:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         detail = f"parse error in {shown_as}: {problem}{where}"
         raise ConfigError.file_level(report_as, detail) from None
+    except RecursionError:
+        raise ConfigError.file_level(
+            report_as, f"parse error in {shown_as}: nested too deeply"
+        ) from None

@@ -62,6 +62,7 @@ def build_app(
     app[CONFIG_KEY] = config
     app[AUTH_KEY] = Authenticator(config.gateway.auth, config.gateway.trusted_proxies)
     app.cleanup_ctx.append(_runtime_context(retry_policy))
+    app.on_shutdown.append(_begin_stop)
     app[STARTED_AT_KEY] = time.time()
     app.router.add_get("/healthz", healthz)
     setup_ws(app, ws_options)
@@ -91,9 +92,13 @@ def _runtime_context(
         )
         app[RUNTIME_KEY] = runtime
         yield
-        await runtime.close(config.gateway.shutdown_grace_seconds)
+        await runtime.close()
 
     return runtime_context
+
+
+async def _begin_stop(app: web.Application) -> None:
+    app[RUNTIME_KEY].begin_stop(app[CONFIG_KEY].gateway.shutdown_grace_seconds)
 
 
 async def healthz(request: web.Request) -> web.Response:

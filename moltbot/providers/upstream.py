@@ -71,7 +71,10 @@ class UpstreamClient:
 
     def _open_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            # No connection cap: concurrency is bounded by agents.defaults.maxConcurrent, and
+            # aiohttp's default of 100 would silently queue runs beyond it.
+            connector = aiohttp.TCPConnector(limit=0)
+            self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
         return self._session
 
     @asynccontextmanager

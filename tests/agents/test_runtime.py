@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -302,3 +303,80 @@ async def test_invalid_turns_are_rejected_before_they_start(
         runtime.start(turn("hi", "agent:beta:y", run_id="r1"))
     await collect(run)
     assert runtime.active_runs() == []
+
+
+async def test_more_than_a_hundred_runs_reach_the_upstream_at_once(
+    make_runtime: MakeRuntime, state_dir: Path
+) -> None:
+    runs_at_once = 150  # above aiohttp's default connection cap of 100
+    async with FakeOpenAI() as up:
+        for _ in range(runs_at_once):
+            up.hang(after_chunks=1)
+        config = upstream_config(state_dir, provider_config(up), max_concurrent=200)
+        runtime = await make_runtime(config)
+        runs = [runtime.start(turn("x", f"agent:main:s{i}")) for i in range(runs_at_once)]
+        await up.wait_until(lambda: up.active_streams == runs_at_once, timeout=20)
+        for run in runs:
+            run.abort()
+        await asyncio.gather(*(collect(r) for r in runs))
+    assert up.max_active_streams == runs_at_once
+
+
+async def test_waiting_for_a_free_slot_counts_against_the_timeout(
+    make_runtime: MakeRuntime, state_dir: Path
+) -> None:
+    async with FakeOpenAI() as up:
+        up.hang()
+        config = upstream_config(state_dir, provider_config(up), max_concurrent=1)
+        runtime = await make_runtime(config)
+        blocker = runtime.start(turn("hang", "agent:main:a", timeout_seconds=30))
+        await up.wait_until(lambda: up.active_streams == 1)
+        queued = await collect(runtime.start(turn("x", "agent:main:b", timeout_seconds=0.2)))
+        blocker.abort()
+        await collect(blocker)
+    assert queued[-1].phase == "error" and queued[-1].data["kind"] == "timeout"
+    assert "free run slot" in queued[-1].data["error"]
+    assert [e.phase for e in queued] == ["error"]  # it never started
+    assert await runtime.store.get("agent:main:b") is None
+
+
+async def test_a_second_abort_while_the_turn_is_being_saved_is_refused(
+    state_dir: Path,
+) -> None:
+    saving = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow_inserts(statement: str) -> None:  # the store's trace hook, on its own thread
+        if statement.lstrip().upper().startswith("INSERT INTO MESSAGES"):
+            loop.call_soon_threadsafe(saving.set)
+            threading.Event().wait(0.05)
+
+    async with FakeOpenAI() as up:
+        up.hang(after_chunks=1)
+        config = upstream_config(state_dir, provider_config(up))
+        store = await SessionStore.open(config.session_store_path, trace=slow_inserts)
+        providers = ProviderRegistry.from_config(config.models)
+        runtime = AgentRuntime(config=config, store=store, providers=providers)
+        try:
+            run = runtime.start(turn("hi"))
+            async for event in run:
+                if event.stream == "assistant":
+                    assert run.abort("first")
+                    await asyncio.wait_for(saving.wait(), 5)
+                    assert not run.abort("second")
+            messages = await store.messages("agent:main:s1")
+        finally:
+            await runtime.close()
+    assert [(m.role, m.status) for m in messages] == [("user", "aborted"), ("assistant", "aborted")]
+
+
+async def test_runs_not_kept_after_end_are_forgotten(
+    make_runtime: MakeRuntime, state_dir: Path
+) -> None:
+    runtime = await make_runtime(make_config(state_dir))
+    kept = runtime.start(turn("a", "agent:main:x"))
+    dropped = runtime.start(turn("b", "agent:main:y", keep_after_end=False))
+    await collect(kept)
+    await collect(dropped)
+    assert runtime.get_run(kept.id) is kept
+    assert runtime.get_run(dropped.id) is None

@@ -9,6 +9,7 @@ import pytest
 
 from moltbot import __version__
 from moltbot.config.model import RateLimitConfig
+from moltbot.gateway.auth import MAX_TRACKED_CLIENTS, FailureLimiter
 from moltbot.gateway.server import StartupError, check_startup
 from tests.conftest import TOKEN, StartGateway, make_config
 
@@ -141,3 +142,30 @@ def _with_gateway(config, **changes):
     import dataclasses
 
     return dataclasses.replace(config, gateway=dataclasses.replace(config.gateway, **changes))
+
+
+async def test_loopback_through_an_untrusted_proxy_is_not_exempt(
+    start_gateway: StartGateway, state_dir: Path
+) -> None:
+    """A reverse proxy on this host that is not in trustedProxies makes every client look
+    like 127.0.0.1; such requests must not share the loopback exemption."""
+    limit = RateLimitConfig(max_attempts=3, exempt_loopback=True)
+    gateway = await start_gateway(make_config(state_dir, rate_limit=limit))
+    proxied = {"X-Forwarded-For": "203.0.113.9"}
+    async with aiohttp.ClientSession() as http:
+        for _ in range(3):
+            headers = gateway.headers("bad", **proxied)
+            async with http.get(f"{gateway.url}/v1/models", headers=headers) as resp:
+                assert resp.status == 401
+        async with http.get(f"{gateway.url}/v1/models", headers=gateway.headers(**proxied)) as resp:
+            assert resp.status == 429
+        async with http.get(f"{gateway.url}/v1/models", headers=gateway.headers()) as resp:
+            assert resp.status == 200  # a direct local client is still exempt
+
+
+def test_the_limiter_remembers_a_bounded_number_of_clients() -> None:
+    limiter = FailureLimiter(RateLimitConfig(max_attempts=1, lockout_ms=60_000))
+    for i in range(MAX_TRACKED_CLIENTS + 500):
+        limiter.record_failure(f"2001:db8::{i:x}")
+    assert len(limiter._clients) == MAX_TRACKED_CLIENTS
+    assert limiter.retry_after(f"2001:db8::{MAX_TRACKED_CLIENTS + 499:x}") is not None

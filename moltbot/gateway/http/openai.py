@@ -29,12 +29,16 @@ from moltbot.gateway.errors import (
 )
 from moltbot.gateway.http.protocol import (
     ChatCompletionRequest,
-    chunk_body,
+    ChunkEncoder,
     completion_body,
     parse_chat_request,
+    reject_lone_surrogates,
 )
 from moltbot.gateway.http.sse import EventStream
 from moltbot.gateway.state import AUTH_KEY, RUNTIME_KEY
+from moltbot.logs import get_logger
+
+log = get_logger("moltbot.http")
 
 # A comment line goes out when the stream was silent this long, so proxies keep it open.
 KEEPALIVE_SECONDS = 15.0
@@ -60,6 +64,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         extra_system_prompt=chat.extra_system_prompt,
         sampling=chat.sampling,
         new_session=new_session,
+        keep_after_end=False,
     )
     try:
         run = runtime.start(turn)
@@ -78,11 +83,14 @@ async def read_json(request: web.Request) -> object:
     if not raw.strip():
         raise InvalidRequest("request body is empty; expected a JSON object")
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"invalid JSON body: {exc}") from None
     except RecursionError:  # nesting deeper than the parser's stack: not a request we take
         raise InvalidRequest("invalid JSON body: nested too deeply") from None
+    if b"\\ud" in raw or b"\\uD" in raw:  # only escapes can carry lone surrogates
+        reject_lone_surrogates(body)
+    return body
 
 
 def resolve_agent(request: web.Request, model: str, agents: AgentDirectory) -> str | None:
@@ -141,38 +149,74 @@ async def complete(run: Run, chat: ChatCompletionRequest) -> web.Response:
 async def stream_completion(
     request: web.Request, run: Run, chat: ChatCompletionRequest
 ) -> web.StreamResponse:
-    """Headers go out with the first delta, so a failure before it is still a plain HTTP error."""
-    stream: EventStream | None = None
-    role_sent = False
+    """Relay the run as SSE chunks, each written as its delta arrives."""
+    out = CompletionStream(request, run, chat)
     keepalive = request.app.get(KEEPALIVE_KEY, KEEPALIVE_SECONDS)
-    async with aclosing(run.events(idle_timeout=keepalive)) as events:
-        async for event in events:
-            if event is None:
-                stream = stream or await EventStream.open(request)
-                await stream.comment("keep-alive")
-            elif event.stream == "assistant":
-                stream = stream or await EventStream.open(request)
-                if not role_sent:
-                    await stream.send(chunk_body(run.id, chat.model, {"role": "assistant"}))
-                    role_sent = True
-                await stream.send(chunk_body(run.id, chat.model, {"content": event.data["delta"]}))
-    if stream is None and run.status != "ok":
-        raise run_failure(run)
-    stream = stream or await EventStream.open(request)
-    if not role_sent and run.status == "ok":
-        await stream.send(chunk_body(run.id, chat.model, {"role": "assistant"}))
-    await _finish_stream(stream, run, chat)
-    return await stream.done()
+    try:
+        async with aclosing(run.events(idle_timeout=keepalive)) as events:
+            async for event in events:
+                if event is None:
+                    await out.keepalive()
+                elif event.stream == "assistant":
+                    await out.delta(event.data["delta"])
+        return await out.finish()
+    except (ConnectionResetError, GatewayError):
+        raise
+    except Exception:
+        if out.stream is None:
+            raise
+        # The 200 is on the wire: the error can only be told inside the stream.
+        log.exception("streaming a completion failed", run_id=run.id)
+        return await out.fail(GatewayError("internal error while streaming"))
 
 
-async def _finish_stream(stream: EventStream, run: Run, chat: ChatCompletionRequest) -> None:
-    if run.status != "ok":
-        failure = run_failure(run)
+class CompletionStream:
+    """One completion's SSE response. Headers go out with the first delta (or keep-alive),
+    so a run that fails before it still gets a plain HTTP error status."""
+
+    def __init__(self, request: web.Request, run: Run, chat: ChatCompletionRequest) -> None:
+        self._request = request
+        self._run = run
+        self._include_usage = chat.include_usage
+        self._encoder = ChunkEncoder(run.id, chat.model)
+        self.stream: EventStream | None = None
+        self._role_sent = False
+
+    async def keepalive(self) -> None:
+        await (await self._open()).comment("keep-alive")
+
+    async def delta(self, text: str) -> None:
+        stream = await self._open()
+        await self._send_role(stream)
+        await stream.send_json(self._encoder.content(text))
+
+    async def finish(self) -> web.StreamResponse:
+        run = self._run
+        if run.status != "ok":
+            if self.stream is None:
+                raise run_failure(run)
+            return await self.fail(run_failure(run))
+        stream = await self._open()
+        await self._send_role(stream)
+        await stream.send_json(self._encoder.finish(run.finish_reason))
+        if self._include_usage:
+            await stream.send_json(self._encoder.usage(run.usage))
+        return await stream.done()
+
+    async def fail(self, failure: GatewayError) -> web.StreamResponse:
+        stream = await self._open()
         await stream.send(error_body(failure.message, failure.type, code=failure.code))
-        return
-    await stream.send(chunk_body(run.id, chat.model, {}, finish_reason=run.finish_reason))
-    if chat.include_usage:
-        await stream.send(chunk_body(run.id, chat.model, None, usage=run.usage))
+        return await stream.done()
+
+    async def _open(self) -> EventStream:
+        if self.stream is None:
+            self.stream = await EventStream.open(self._request)
+        return self.stream
+
+    async def _send_role(self, stream: EventStream) -> None:
+        if not self._role_sent:
+            self._role_sent = True
+            await stream.send_json(self._encoder.role())
 
 
 def run_failure(run: Run) -> GatewayError:

@@ -6,6 +6,7 @@ field (`param`), which the error middleware renders as OpenAI's error envelope.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -222,23 +223,56 @@ def completion_body(
     }
 
 
-def chunk_body(
-    completion_id: str,
-    model: str,
-    delta: dict[str, Any] | None,
-    finish_reason: str | None = None,
-    usage: Usage | None = None,
-) -> dict[str, Any]:
-    """A `chat.completion.chunk`; `delta=None` makes the usage-only chunk (no choices)."""
-    body: dict[str, Any] = {
-        "id": completion_id,
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "choices": []
-        if delta is None
-        else [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-    }
-    if delta is None:
-        body["usage"] = usage_body(usage)
-    return body
+class ChunkEncoder:
+    """The `chat.completion.chunk` JSON of one streamed completion.
+
+    Everything but the delta is the same in every chunk (one `created` per completion, as
+    OpenAI does), so that part is encoded once and each chunk costs one small `json.dumps`."""
+
+    def __init__(self, completion_id: str, model: str) -> None:
+        head = json.dumps(
+            {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+            },
+            separators=(",", ":"),
+        )
+        self._head = head[:-1].encode()  # without the closing brace
+        self._choice = self._head + b',"choices":[{"index":0,"delta":'
+
+    def role(self) -> bytes:
+        return self._choice + b'{"role":"assistant"},"finish_reason":null}]}'
+
+    def content(self, text: str) -> bytes:
+        return self._choice + b'{"content":' + _json(text) + b'},"finish_reason":null}]}'
+
+    def finish(self, reason: str) -> bytes:
+        return self._choice + b'{},"finish_reason":' + _json(reason) + b"}]}"
+
+    def usage(self, usage: Usage | None) -> bytes:
+        return self._head + b',"choices":[],"usage":' + _json(usage_body(usage)) + b"}"
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def reject_lone_surrogates(value: Any, param: str = "body") -> None:
+    """JSON escapes can smuggle in lone surrogates (`"\\ud800"`): text that cannot be stored,
+    logged or sent on as UTF-8. Refuse it up front, naming where it was found."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest(
+                f"{param} contains invalid Unicode (a lone surrogate)", param=param
+            ) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            reject_lone_surrogates(key, param)
+            reject_lone_surrogates(item, key if param == "body" else f"{param}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            reject_lone_surrogates(item, f"{param}[{index}]")

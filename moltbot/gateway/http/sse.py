@@ -28,7 +28,11 @@ class EventStream:
         return cls(response)
 
     async def send(self, data: dict[str, Any]) -> None:
-        await self._response.write(b"data: " + json.dumps(data).encode() + b"\n\n")
+        await self.send_json(json.dumps(data, separators=(",", ":")).encode())
+
+    async def send_json(self, payload: bytes) -> None:
+        """One frame from already-encoded JSON."""
+        await self._response.write(b"data: %b\n\n" % payload)
 
     async def comment(self, text: str) -> None:
         await self._response.write(f": {text}\n\n".encode())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -321,3 +322,39 @@ async def test_client_errors_do_not_disturb_the_next_request(
             assert resp.status == 200
             document = await resp.json()
     assert document["choices"][0]["message"]["content"] == "still here"
+
+
+@pytest.mark.parametrize(
+    ("raw", "param"),
+    [
+        ('{"messages":[{"role":"user","content":"bad \\ud800 text"}]}', "messages[0].content"),
+        ('{"user":"\\udc80","messages":[{"role":"user","content":"hi"}]}', "user"),
+    ],
+    ids=["content", "user"],
+)
+async def test_lone_surrogates_are_400_naming_the_field(
+    start_gateway: StartGateway, state_dir: Path, raw: str, param: str
+) -> None:
+    gateway = await start_gateway(make_config(state_dir))
+    reply = await post_chat(gateway, raw.encode())
+    assert reply.status == 400
+    assert reply.error["param"] == param
+    pair = '{"messages":[{"role":"user","content":"fine \\ud83d\\ude00"}]}'
+    follow_up = await post_chat(gateway, pair)
+    assert follow_up.status == 200  # a valid surrogate *pair* is an ordinary emoji
+    assert follow_up.json()["choices"][0]["message"]["content"] == "fine \U0001f600"
+
+
+async def test_undecodable_bearer_bytes_are_a_plain_401(
+    start_gateway: StartGateway, state_dir: Path
+) -> None:
+    gateway = await start_gateway(make_config(state_dir))
+    host, port = gateway.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    assert status_line.split()[1] == b"401"
