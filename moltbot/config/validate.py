@@ -59,9 +59,39 @@ def validate_config(raw: object, *, base_dir: Path, home: Path, source: Path | N
     ctx = Context(base_dir=base_dir, home=home)
     root = as_node(raw, "", ctx)
     config = _root_section(root) if root is not None else Config()
+    if not ctx.problems:
+        _check_model_refs(config, ctx)
     if ctx.problems:
         raise ConfigError.invalid(source, ctx.problems)
     return Validated(config=config, notices=tuple(ctx.notices))
+
+
+def _check_model_refs(config: Config, ctx: Context) -> None:
+    """Every model ref must name a configured provider (or the built-in one): otherwise every
+    run of that agent would fail, long after start-up."""
+    known = [p.name for p in config.models.providers] + ["builtin"]
+    for path, ref in _model_refs(config):
+        provider = ref.split("/", 1)[0]
+        if provider not in known:
+            ctx.problem(
+                path,
+                f'unknown provider "{provider}" in {quote(ref)}; configured: {", ".join(known)}',
+            )
+
+
+def _model_refs(config: Config) -> list[tuple[str, str]]:
+    defaults = config.agents.defaults.model
+    choices = [("agents.defaults.model", defaults)] + [
+        (f"agents.list[{i}].model", agent.model)
+        for i, agent in enumerate(config.agents.list)
+        if agent.model is not None
+    ]
+    refs = []
+    for path, choice in choices:
+        if choice.primary:
+            refs.append((f"{path}.primary", choice.primary))
+        refs += [(f"{path}.fallbacks[{i}]", ref) for i, ref in enumerate(choice.fallbacks or ())]
+    return refs
 
 
 def bind_error(value: object) -> str | None:

@@ -20,7 +20,8 @@ def test_inline_substitution(tmp_path: Path) -> None:
 
 
 def test_several_variables_in_one_string(tmp_path: Path) -> None:
-    text = '{agents: {defaults: {model: "${P}/${M}"}}}'
+    provider = '{local: {baseUrl: "http://127.0.0.1:9/v1", api: "openai-completions"}}'
+    text = "{models: {providers: " + provider + '}, agents: {defaults: {model: "${P}/${M}"}}}'
     config = load(tmp_path, text, env={"P": "local", "M": "qwen"}).config
     assert config.agents.defaults.model.primary == "local/qwen"
 

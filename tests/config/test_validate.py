@@ -11,6 +11,12 @@ from tests.config.helpers import load, load_error, problem_at
 
 # --- top level -----------------------------------------------------------------------------
 
+# Two providers, so that model refs in agent tests name configured ones.
+PROVIDERS = (
+    'models: {providers: {local: {baseUrl: "http://127.0.0.1:9/v1", api: "openai-completions"}, '
+    'openai: {baseUrl: "http://127.0.0.1:9/v1", api: "openai-completions"}}}, '
+)
+
 
 def test_unknown_top_level_key_suggests_the_closest(tmp_path: Path) -> None:
     error = load_error(tmp_path, "{gatway: {}}")
@@ -361,9 +367,10 @@ def test_duplicate_model_ids(tmp_path: Path) -> None:
 
 
 def test_agent_defaults_are_read(tmp_path: Path) -> None:
-    text = """{agents: {defaults: {model: {primary: "OpenAI/gpt-4o", fallbacks: ["local/q"]},
+    text = f"""{{{PROVIDERS}agents: {{defaults: {{
+        model: {{primary: "OpenAI/gpt-4o", fallbacks: ["local/q"]}},
         skipBootstrap: true, bootstrapMaxChars: 500, userTimezone: "Europe/Berlin",
-        timeoutSeconds: 30, maxConcurrent: 2}}}"""
+        timeoutSeconds: 30, maxConcurrent: 2}}}}}}"""
     defaults = load(tmp_path, text).config.agents.defaults
     assert defaults.model.primary == "openai/gpt-4o"
     assert defaults.model.fallbacks == ("local/q",)
@@ -377,7 +384,8 @@ def test_agent_defaults_are_read(tmp_path: Path) -> None:
 
 
 def test_agent_defaults_model_plain_string_is_primary(tmp_path: Path) -> None:
-    model = load(tmp_path, '{agents: {defaults: {model: "local/q"}}}').config.agents.defaults.model
+    text = "{" + PROVIDERS + 'agents: {defaults: {model: "local/q"}}}'
+    model = load(tmp_path, text).config.agents.defaults.model
     assert (model.primary, model.fallbacks) == ("local/q", None)
 
 
@@ -419,12 +427,16 @@ def test_model_choice_of_wrong_type(tmp_path: Path) -> None:
 
 
 def test_agent_list_entries_are_read(tmp_path: Path) -> None:
-    text = """{agents: {list: [
+    text = (
+        "{"
+        + PROVIDERS
+        + """agents: {list: [
         {id: "main", default: true,
          identity: {name: "Molty", emoji: "x", theme: "t", avatar: "a.png"}},
         {id: "r", name: "R", model: "local/q"},
         {id: "s", model: {primary: "local/q", fallbacks: []}},
     ]}}"""
+    )
     main, research, other = load(tmp_path, text).config.agents.list
     assert main.default is True
     assert main.identity is not None
@@ -489,3 +501,18 @@ def test_logging(tmp_path: Path) -> None:
     )
     assert problem_at(error, "logging.format") == 'expected "auto", "pretty" or "json", got "text"'
     assert problem_at(error, "logging.file").startswith("unknown key")
+
+
+def test_model_refs_must_name_a_configured_provider(tmp_path: Path) -> None:
+    text = (
+        "{"
+        + PROVIDERS
+        + """agents: {defaults: {model: {primary: "local/q",
+        fallbacks: ["builtin/echo", "ghost/m"]}}, list: [{id: "a", model: "nope/x"}]}}"""
+    )
+    error = load_error(tmp_path, text)
+    assert problem_at(error, "agents.defaults.model.fallbacks[1]").startswith(
+        'unknown provider "ghost" in "ghost/m"; configured: local, openai, builtin'
+    )
+    assert problem_at(error, "agents.list[0].model.primary").startswith('unknown provider "nope"')
+    assert len(error.problems) == 2
