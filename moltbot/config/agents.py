@@ -105,11 +105,15 @@ def as_timezone(value: object, path: str, ctx: Context) -> str | None:
 
 def _defaults_section(node: Node) -> AgentDefaults:
     node.check_keys(DEFAULTS_KEYS)
+    if node.boolean("skipBootstrap") is not None:  # a reference key: accepted, but inert here
+        node.ctx.notices.append(
+            "agents.defaults.skipBootstrap has no effect: this gateway never writes workspace "
+            "template files"
+        )
     return AgentDefaults(
         **given(
             model=node.get("model", as_model_choice),
             workspace=node.get("workspace", as_path),
-            skip_bootstrap=node.boolean("skipBootstrap"),
             bootstrap_max_chars=node.integer("bootstrapMaxChars"),
             user_timezone=node.get("userTimezone", as_timezone),
             timeout_seconds=node.integer("timeoutSeconds"),

@@ -116,7 +116,6 @@ class Identity:
 class AgentDefaults:
     model: ModelChoice = field(default_factory=ModelChoice)
     workspace: Path | None = None
-    skip_bootstrap: bool = False
     bootstrap_max_chars: int = 20_000
     user_timezone: str | None = None
     timeout_seconds: int = 600

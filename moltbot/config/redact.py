@@ -90,7 +90,6 @@ def _defaults(defaults: AgentDefaults) -> dict[str, object]:
         {
             "model": _choice(defaults.model),
             "workspace": _text(defaults.workspace),
-            "skipBootstrap": defaults.skip_bootstrap,
             "bootstrapMaxChars": defaults.bootstrap_max_chars,
             "userTimezone": defaults.user_timezone,
             "timeoutSeconds": defaults.timeout_seconds,
