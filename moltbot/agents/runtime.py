@@ -330,7 +330,7 @@ class AgentRuntime:
             run_id=run.id,
             user_text=run.request.message,
             assistant_text=run.text,
-            status="ok" if run.status == "ok" else run.status,  # type: ignore[arg-type]
+            status=run.status,  # type: ignore[arg-type]  # ended: "ok", "error" or "aborted"
             started_at=run.started_at or run.ended_at or now_ms(),
             ended_at=run.ended_at or now_ms(),
             model=run.model_ref,
