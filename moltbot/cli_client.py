@@ -80,7 +80,7 @@ def resolve_target(args: argparse.Namespace) -> Target:
 
     config = load_config(config_path=args.config).config
     gateway = config.gateway
-    host = "127.0.0.1" if gateway.host in ("0.0.0.0", "::") else gateway.host
+    host = gateway.client_host
     host = f"[{host}]" if ":" in host else host
     url = args.url or f"ws://{host}:{gateway.port}"
     if args.token or args.password:

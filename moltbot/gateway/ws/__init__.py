@@ -5,9 +5,10 @@
     setup_ws(app, WsOptions(tick_interval=0.05))  # options: tests shorten timers here
 
 Modules: `protocol` (frames, errors), `params` (validation), `connection` (one socket's
-outgoing queue), `handshake`, `dispatch`, `hub` (routing of run events, ticks, shutdown),
-`routes` (subscriptions), `chat_events`, and the methods in `info`, `sessions_api`,
-`agent_api`, `chat_api`, registered in `methods`.
+outgoing queue), `endpoint` (the handler), `admission` (the cap on pending handshakes),
+`handshake`, `dispatch`, `hub` (routing of run events, ticks, shutdown), `routes`
+(subscriptions), `chat_events`, and the methods in `info`, `sessions_api`, `agent_api`,
+`chat_api`, registered in `methods`.
 """
 
 from __future__ import annotations

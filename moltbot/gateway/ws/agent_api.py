@@ -74,7 +74,7 @@ async def agent(call: Call, params: Any) -> None:
         )
     check_writable("agent", session)
     request = TurnRequest(
-        message=stamped(call.config, message),
+        message=stamped(call.hub.timezone, message),
         session_key=session,
         agent_id=agent_id,
         run_id=key,

@@ -49,7 +49,7 @@ async def chat_send(call: Call, params: Any) -> dict[str, Any] | None:
         return None
     check_writable("chat.send", session)
     request = TurnRequest(
-        message=stamped(call.config, text),
+        message=stamped(call.hub.timezone, text),
         session_key=session,
         run_id=key,
         # Unlike the reference, timeoutMs bounds the run itself.

@@ -1,8 +1,10 @@
 """`chat` events: a session-level view of agent runs, for chat UIs.
 
-One `ChatProjector` per gateway turns every run's agent events into chat payloads: throttled
+One `ChatProjector` per gateway turns a run's agent events into chat payloads: throttled
 cumulative-text deltas while the assistant streams, then exactly one `final`, `aborted` or
 `error`. `seq` mirrors the agent event's seq, so a client can order the two streams together.
+The hub feeds it only the events of sessions someone reads; since every assistant event carries
+the whole text so far, a run first seen midway still ends with its complete text.
 """
 
 from __future__ import annotations
@@ -40,6 +42,17 @@ class ChatProjector:
         self._clock = clock
         self._interval = interval
         self._runs: dict[str, _RunView] = {}  # active runs only: removed at their end
+
+    def __len__(self) -> int:
+        """How many runs are being followed."""
+        return len(self._runs)
+
+    def forget(self, run_id: str) -> None:
+        """The run ended (its end may not have been projected: nobody was reading)."""
+        self._runs.pop(run_id, None)
+
+    def clear(self) -> None:
+        self._runs.clear()
 
     def project(self, event: AgentEvent) -> ChatUpdate | None:
         view = self._runs.setdefault(event.run_id, _RunView())

@@ -86,11 +86,11 @@ class Connection:
         `force` skips the buffer check (the last words before a close)."""
         if not self._admit(droppable, force):
             return False
-        seq = None
-        if with_seq:
-            self.seq += 1
-            seq = self.seq
-        self._push(encode(event_frame(name, payload, seq)))
+        seq = self.seq + 1 if with_seq else None
+        data = encode(event_frame(name, payload, seq))
+        if seq is not None:
+            self.seq = seq  # only once the frame exists: a failed encode leaves no gap
+        self._push(data)
         return True
 
     def send_response(

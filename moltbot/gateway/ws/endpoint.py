@@ -1,53 +1,124 @@
-"""The WebSocket endpoint: upgrade, handshake, then read requests until the socket closes."""
+"""The WebSocket endpoint: upgrade, handshake, then read requests until the socket closes.
+
+Once upgraded, nothing may escape the handler: aiohttp's HTTP error handling would write a
+500 response onto a socket that now speaks WebSocket. An unexpected error closes it with 1011.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from aiohttp import WSMsgType, web
 
+from moltbot.gateway.state import AUTH_KEY
+from moltbot.gateway.ws.admission import Slot
 from moltbot.gateway.ws.connection import Connection
 from moltbot.gateway.ws.dispatch import Dispatcher
-from moltbot.gateway.ws.handshake import handshake
-from moltbot.gateway.ws.hub import HUB_KEY
-from moltbot.gateway.ws.protocol import CLOSE_SERVICE_RESTART
+from moltbot.gateway.ws.handshake import Peer, handshake
+from moltbot.gateway.ws.hub import HUB_KEY, Hub
+from moltbot.gateway.ws.options import WsOptions
+from moltbot.gateway.ws.protocol import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_SERVICE_RESTART,
+    CLOSE_TRY_AGAIN_LATER,
+)
 from moltbot.logs import get_logger
 
 log = get_logger("moltbot.ws")
 
+# A socket turned away only has to read the client's close frame.
+REFUSED_MAX_MSG_SIZE = 1024
+
 
 async def websocket(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB_KEY]
-    options = hub.options
-    ws = web.WebSocketResponse(
+    ws = _socket(hub.options)
+    if not ws.can_prepare(request).ok:
+        return upgrade_required()
+    peer = Peer(*request.app[AUTH_KEY].client(request))
+    slot = hub.handshakes.take(peer.ip)
+    if slot is None:
+        return await turn_away(request, hub, peer)
+    try:
+        await ws.prepare(request)
+        await serve(request, ws, hub, peer, slot)
+    finally:
+        slot.release()
+    return ws
+
+
+def _socket(options: WsOptions) -> web.WebSocketResponse:
+    return web.WebSocketResponse(
         heartbeat=options.heartbeat,
         max_msg_size=options.max_payload,  # larger frames: aiohttp closes with 1009
         timeout=options.close_timeout,
         compress=False,  # byte counts for the buffer limit stay honest
     )
-    if not ws.can_prepare(request).ok:
-        return upgrade_required()
+
+
+async def turn_away(request: web.Request, hub: Hub, peer: Peer) -> web.WebSocketResponse:
+    """Too many handshakes pending (in all, or from this address): close at once with 1013,
+    reading no more than a small close frame. It counts as a failed attempt."""
+    request.app[AUTH_KEY].note_failure(peer.ip, direct=peer.direct)
+    log.debug("ws handshake refused: too many pending", ip=peer.ip, pending=len(hub.handshakes))
+    ws = web.WebSocketResponse(
+        heartbeat=None,
+        max_msg_size=REFUSED_MAX_MSG_SIZE,
+        timeout=hub.options.close_timeout,
+        compress=False,
+    )
     await ws.prepare(request)
+    try:
+        async with asyncio.timeout(hub.options.close_timeout):
+            await ws.close(code=CLOSE_TRY_AGAIN_LATER, message=b"try again later")
+    except TimeoutError:
+        pass  # aiohttp dropped the connection when the close was cut short
+    return ws
+
+
+async def serve(
+    request: web.Request, ws: web.WebSocketResponse, hub: Hub, peer: Peer, slot: Slot
+) -> None:
     conn = Connection(
         ws,
         transport=request.transport,
         conn_id=str(uuid.uuid4()),
         remote=request.remote or "",
-        max_buffered=options.max_buffered_bytes,
-        close_timeout=options.close_timeout,
+        max_buffered=hub.options.max_buffered_bytes,
+        close_timeout=hub.options.close_timeout,
     )
+    try:
+        await converse(request, conn, hub, peer, slot)
+    except Exception:
+        log.exception("ws handler failed", conn=conn.id)
+        conn.close(CLOSE_INTERNAL_ERROR, "internal error")
+    finally:
+        await conn.finish()
+        log.info("ws client gone", conn=conn.id, code=ws.close_code or conn.close_code)
+
+
+async def converse(
+    request: web.Request, conn: Connection, hub: Hub, peer: Peer, slot: Slot
+) -> None:
+    """The handshake, then requests until the socket closes."""
+    if hub.stopping:
+        conn.close(CLOSE_SERVICE_RESTART, "service restart")
+        return
+    hub.handshaking.add(conn)
+    try:
+        client = await handshake(request, conn, hub, peer)
+    finally:
+        hub.handshaking.discard(conn)
+    if client is None:
+        return  # failed: the slot is held until the socket is gone
+    slot.release()  # authenticated: no longer counts against the pre-auth caps
     dispatcher: Dispatcher | None = None
     try:
-        if hub.stopping:
-            conn.close(CLOSE_SERVICE_RESTART, "service restart")
-            return ws
-        client = await handshake(request, conn, hub)
-        if client is None:
-            return ws
         hub.register(conn)
         log.info("ws client connected", conn=conn.id, client=client.id, mode=client.mode)
         dispatcher = Dispatcher(hub, conn, client)
-        async for message in ws:  # ends on close; too-big frames arrive as ERROR
+        async for message in conn.ws:  # ends on close; too-big frames arrive as ERROR
             if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                 await dispatcher.handle(message.data)
             elif message.type is WSMsgType.ERROR:
@@ -56,9 +127,6 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         hub.unregister(conn)
         if dispatcher is not None:
             await dispatcher.cancel()
-        await conn.finish()
-        log.info("ws client gone", conn=conn.id, code=ws.close_code or conn.close_code)
-    return ws
 
 
 def upgrade_required() -> web.Response:

@@ -3,7 +3,8 @@
 The hub is the one listener on the runtime's event bus: it routes each run's `agent` events and
 the derived `chat` events to the connections subscribed to them (`Routes`), owns the tasks that
 consume WS-started runs (a run must outlive the socket that started it), sends `tick`s, and on a
-graceful stop says `shutdown` to every socket and closes it with 1012.
+graceful stop says `shutdown` to every socket and closes it with 1012. It also counts the
+sockets still in their handshake (`PendingHandshakes`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from typing import Any
 from aiohttp import web
 
 from moltbot.agents.events import AgentEvent
+from moltbot.agents.prompt import resolve_timezone
 from moltbot.agents.runtime import AgentRuntime, now_ms
 from moltbot.config.model import Config
+from moltbot.gateway.ws.admission import PendingHandshakes
 from moltbot.gateway.ws.chat_events import ChatProjector
 from moltbot.gateway.ws.connection import Connection
 from moltbot.gateway.ws.dedupe import DedupeCache
@@ -36,17 +39,24 @@ class Hub:
         self.config = config
         self.options = options
         self.started_at = started_at  # time.time() when the app was built
-        self.connections: set[Connection] = set()
+        self.connections: set[Connection] = set()  # registered: handshake done
+        self.handshaking: set[Connection] = set()  # still in their handshake
         self.routes = Routes()
         self.chat = ChatProjector()
         self.dedupe = DedupeCache()
         self.health = HealthMonitor(self._build_health)
+        self.handshakes = PendingHandshakes(
+            options.max_pending_handshakes, options.max_pending_handshakes_per_ip
+        )
+        # The zone of the time stamp in front of WS turns: looked up once, not per turn.
+        self.timezone = resolve_timezone(config.agents.defaults.user_timezone)
         self._runtime: AgentRuntime | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._run_waiters: dict[str, set[asyncio.Future[None]]] = {}
         self.stopping = False
+        self._stop_reason = ""
 
     @property
     def runtime(self) -> AgentRuntime:
@@ -64,12 +74,18 @@ class Hub:
     def shutdown(self, reason: str = "gateway stopping") -> None:
         """Graceful stop: tell every client, then close its socket after what it has queued."""
         self.stopping = True
+        self._stop_reason = reason
         if self._ticker is not None:
             self._ticker.cancel()
-        for conn in list(self.connections):
-            # restartExpectedMs is omitted rather than null (protocol deviation §10.1).
-            conn.send_event("shutdown", {"reason": reason}, force=True)
-            conn.close(CLOSE_SERVICE_RESTART, "service restart")
+        # Sockets still in their handshake too: a stopping aiohttp server reads no more frames,
+        # so their handshake could not end, only hold the stop up until it timed out.
+        for conn in [*self.connections, *self.handshaking]:
+            self._say_goodbye(conn)
+
+    def _say_goodbye(self, conn: Connection) -> None:
+        # restartExpectedMs is omitted rather than null (protocol deviation §10.1).
+        self._send(conn, "shutdown", {"reason": self._stop_reason}, force=True)
+        conn.close(CLOSE_SERVICE_RESTART, "service restart")
 
     async def close(self) -> None:
         """After the runtime has closed: stop listening and end the run consumers (their runs
@@ -87,10 +103,14 @@ class Hub:
 
     def register(self, conn: Connection) -> None:
         self.connections.add(conn)
+        if self.stopping:  # its handshake ended after shutdown() went round: tell it now
+            self._say_goodbye(conn)
 
     def unregister(self, conn: Connection) -> None:
         self.connections.discard(conn)
         self.routes.drop_connection(conn)
+        if not self.connections:
+            self.chat.clear()  # nobody left to watch: no run's chat view is needed
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """A task owned by the gateway, not by any connection (it survives disconnects)."""
@@ -127,31 +147,70 @@ class Hub:
     # -- events -------------------------------------------------------------------------------
 
     def _on_agent_event(self, event: AgentEvent) -> None:
-        """Called synchronously for every run's every event; only queues frames."""
+        """Called synchronously for every event of every run, HTTP runs included: it must cost
+        next to nothing when nobody watches, and it only queues frames."""
+        if not self.connections and not self._run_waiters:
+            return
+        try:
+            try:
+                self._forward_agent(event)
+            except Exception:  # one failure must not keep the chat event from going out
+                log.exception("could not forward an agent event", run_id=event.run_id)
+            self._forward_chat(event)
+        finally:
+            # Whatever failed above: the run's end must still reach agent.wait and the routes.
+            if event.is_terminal:
+                self._run_ended(event.run_id)
+
+    def _forward_agent(self, event: AgentEvent) -> None:
+        by_run = self.routes.targets("run", event.run_id)
+        by_session = self.routes.targets("session", event.session_key)
+        if not by_run and not by_session:
+            return
+        targets = (by_run | by_session) if by_run and by_session else (by_run or by_session)
         payload = event.payload()
         # Assistant events carry the cumulative text, so a slow client loses nothing by
         # skipping some; lifecycle and usage events must arrive.
         droppable = event.stream == "assistant"
-        targets = self.routes.targets("run", event.run_id) | self.routes.targets(
-            "session", event.session_key
-        )
-        for conn in targets:
-            conn.send_event("agent", payload, droppable=droppable)
+        for conn in tuple(targets):
+            self._send(conn, "agent", payload, droppable=droppable)
+
+    def _forward_chat(self, event: AgentEvent) -> None:
+        targets = self.routes.targets("chat", event.session_key)
+        if not targets:
+            return  # nobody reads this session's chat: no view kept, no deltas built
         update = self.chat.project(event)
         if update is not None:
-            for conn in list(self.routes.targets("chat", event.session_key)):
-                conn.send_event("chat", update.payload, droppable=update.droppable)
-        if event.is_terminal:
-            self.routes.forget("run", event.run_id)
-            for waiter in self._run_waiters.get(event.run_id, ()):
-                if not waiter.done():
-                    waiter.set_result(None)
+            for conn in tuple(targets):
+                self._send(conn, "chat", update.payload, droppable=update.droppable)
+
+    def _run_ended(self, run_id: str) -> None:
+        self.routes.forget("run", run_id)
+        self.chat.forget(run_id)
+        for waiter in self._run_waiters.get(run_id, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _send(
+        self,
+        conn: Connection,
+        name: str,
+        payload: Any,
+        *,
+        droppable: bool = False,
+        force: bool = False,
+    ) -> None:
+        """Queue an event on one socket; a failure there does not stop the others."""
+        try:
+            conn.send_event(name, payload, droppable=droppable, force=force)
+        except Exception:
+            log.exception("could not queue a ws event", conn=conn.id, name=name)
 
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(self.options.tick_interval)
             for conn in list(self.connections):
-                conn.send_event("tick", {"ts": now_ms()}, droppable=True)
+                self._send(conn, "tick", {"ts": now_ms()}, droppable=True)
 
     # -- health -------------------------------------------------------------------------------
 

@@ -21,6 +21,10 @@ from moltbot.gateway.ws.protocol import (
 HEARTBEAT_SECONDS = 60.0
 # How long a close handshake (and flushing what was queued before it) may take.
 CLOSE_TIMEOUT_SECONDS = 5.0
+# Sockets still in their handshake, in all and per client address. Each may hold a frame of up
+# to max_payload, so these bound what unauthenticated clients can make the gateway keep.
+MAX_PENDING_HANDSHAKES = 256
+MAX_PENDING_HANDSHAKES_PER_IP = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +36,8 @@ class WsOptions:
     max_buffered_bytes: int = MAX_BUFFERED_BYTES
     heartbeat: float | None = HEARTBEAT_SECONDS
     close_timeout: float = CLOSE_TIMEOUT_SECONDS
+    max_pending_handshakes: int = MAX_PENDING_HANDSHAKES
+    max_pending_handshakes_per_ip: int = MAX_PENDING_HANDSHAKES_PER_IP
 
     @property
     def tick_interval_ms(self) -> int:

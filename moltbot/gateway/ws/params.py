@@ -7,17 +7,45 @@
 
 Every problem is collected (not just the first), so one answer tells the client all that is
 wrong: `invalid chat.history params: at /limit: must be >= 1; at root: unexpected property 'x'`.
+
+Input that would break something later is refused here: integers outside JSON's safe range
+(`10**400` cannot become a float or a SQLite integer) and strings with lone surrogates
+(`"\\ud800"` has no UTF-8 form: it cannot be stored, logged or sent back).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Collection
 from typing import Any
 
 from moltbot.gateway.ws.protocol import RpcError, invalid_request
 
 _MISSING = object()
+NOT_UNICODE = "must be valid Unicode (no lone surrogates)"
+# The integers a JavaScript client can send exactly (Number.MAX_SAFE_INTEGER); also far
+# inside what floats, timers and SQLite's 64-bit integers take.
+MAX_SAFE_INTEGER = 2**53 - 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _integral(value: Any) -> bool:
+    # JSON has one number type: 3.0 is the integer 3, as in the reference's validator.
+    # Only floats can be infinite or NaN (math.isfinite would overflow on a huge int).
+    if isinstance(value, float):
+        return math.isfinite(value) and value.is_integer()
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def has_lone_surrogate(text: str) -> bool:
+    # JSON decoding joins valid pairs into one character: any surrogate left is a lone one.
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
+def printable(text: str) -> str:
+    """`text` with lone surrogates written as `\\udXXX`, safe to put in a message."""
+    return text.encode("utf-8", "backslashreplace").decode()
 
 
 class Params:
@@ -48,6 +76,8 @@ class Params:
             return None
         if not isinstance(value, str):
             return self._wrong(name, "must be string")
+        if has_lone_surrogate(value):
+            return self._wrong(name, NOT_UNICODE)
         if len(value) < min_length:
             return self._wrong(name, f"must NOT have fewer than {min_length} characters")
         if max_length is not None and len(value) > max_length:
@@ -62,17 +92,18 @@ class Params:
         minimum: int | None = None,
         maximum: int | None = None,
     ) -> int | None:
+        """An integer within [minimum, maximum], and always within ±MAX_SAFE_INTEGER."""
         value = self._take(name, required)
         if value is None:
             return None
-        # JSON has one number type: 3.0 is the integer 3, as in the reference's validator.
-        integral = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-        if isinstance(value, bool) or not integral or not math.isfinite(value):
+        if not _integral(value):
             return self._wrong(name, "must be integer")
-        if minimum is not None and value < minimum:
-            return self._wrong(name, f"must be >= {minimum}")
-        if maximum is not None and value > maximum:
-            return self._wrong(name, f"must be <= {maximum}")
+        low = -MAX_SAFE_INTEGER if minimum is None else max(minimum, -MAX_SAFE_INTEGER)
+        high = MAX_SAFE_INTEGER if maximum is None else min(maximum, MAX_SAFE_INTEGER)
+        if value < low:
+            return self._wrong(name, f"must be >= {low}")
+        if value > high:
+            return self._wrong(name, f"must be <= {high}")
         return int(value)
 
     def boolean(self, name: str, *, required: bool = False) -> bool | None:
@@ -99,10 +130,13 @@ class Params:
             return self._wrong(name, "must be array")
         if len(value) < min_items:
             return self._wrong(name, f"must NOT have fewer than {min_items} items")
-        bad = [i for i, item in enumerate(value) if not isinstance(item, str)]
-        for index in bad:
-            self._problem(f"{name}/{index}", "must be string")
-        return None if bad else value
+        problems = len(self._problems)
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                self._problem(f"{name}/{index}", "must be string")
+            elif has_lone_surrogate(item):
+                self._problem(f"{name}/{index}", NOT_UNICODE)
+        return None if len(self._problems) > problems else value
 
     def array(self, name: str) -> list[Any] | None:
         value = self._take(name, False)
@@ -116,10 +150,13 @@ class Params:
             return None
         if not isinstance(value, dict):
             return self._wrong(name, "must be object")
-        bad = [key for key, item in value.items() if not isinstance(item, bool)]
-        for key in bad:
-            self._problem(f"{name}/{key}", "must be boolean")
-        return None if bad else value
+        problems = len(self._problems)
+        for key, item in value.items():
+            if has_lone_surrogate(key):
+                self._problem(f"{name}/{key}", NOT_UNICODE)
+            elif not isinstance(item, bool):
+                self._problem(f"{name}/{key}", "must be boolean")
+        return None if len(self._problems) > problems else value
 
     def object(self, name: str, *, required: bool = False) -> Params | None:
         value = self._take(name, required)
@@ -167,7 +204,8 @@ class Params:
 
     def _problem(self, name: str | None, message: str) -> None:
         pointer = f"{self._path}/{name}" if name is not None else self._path
-        self._problems.append(f"at {pointer or 'root'}: {message}")
+        # Names can be a client's (unexpected keys): they must not carry surrogates onward.
+        self._problems.append(printable(f"at {pointer or 'root'}: {message}"))
 
     def _check_unexpected(self) -> None:
         for key in self._data:

@@ -25,7 +25,9 @@ CLOSE_REASON_MAX_BYTES = 120
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
 CLOSE_SERVICE_RESTART = 1012
+CLOSE_TRY_AGAIN_LATER = 1013
 
 
 class ErrorCode(StrEnum):
@@ -100,7 +102,10 @@ _REQUEST_KEYS = frozenset({"type", "id", "method", "params"})
 
 def decode_json(data: str | bytes) -> Any:
     """Raises ValueError for anything that is not one JSON document."""
-    return json.loads(data)
+    try:
+        return json.loads(data)
+    except RecursionError:  # `[[[[…` nested deeper than the parser's stack allows
+        raise ValueError("JSON nested too deeply") from None
 
 
 def parse_request(frame: Any) -> RequestFrame:
@@ -151,12 +156,18 @@ def event_frame(name: str, payload: Any = None, seq: int | None = None) -> dict[
 
 def encode(frame: dict[str, Any]) -> bytes:
     """The UTF-8 bytes of a text frame; its length is what counts against buffer limits."""
-    return json.dumps(frame, ensure_ascii=False, separators=(",", ":")).encode()
+    text = json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # A lone surrogate (from a client's frame id or a model's output) has no UTF-8 form;
+        # JSON's \u escapes carry it, so the frame still goes out instead of failing.
+        return json.dumps(frame, separators=(",", ":")).encode()
 
 
 def close_reason(text: str) -> str:
     """`text` cut to what a close frame can carry, on a character boundary."""
-    data = text.encode()
+    data = text.encode("utf-8", "backslashreplace")  # lone surrogates become `\ud800`
     if len(data) <= CLOSE_REASON_MAX_BYTES:
-        return text
+        return data.decode()
     return data[:CLOSE_REASON_MAX_BYTES].decode(errors="ignore")

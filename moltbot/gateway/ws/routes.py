@@ -13,12 +13,14 @@ client cannot grow these maps without bound.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Set
 from typing import Literal
 
 from moltbot.gateway.ws.connection import Connection
 
 Kind = Literal["run", "session", "chat"]
 MAX_SUBSCRIPTIONS = 1024
+_NOBODY: frozenset[Connection] = frozenset()
 
 
 class Routes:
@@ -45,8 +47,9 @@ class Routes:
         self._unlink(conn, (kind, key))
         return True
 
-    def targets(self, kind: Kind, key: str) -> set[Connection]:
-        return self._targets.get((kind, key), set())
+    def targets(self, kind: Kind, key: str) -> Set[Connection]:
+        """The live set (copy it before a loop that may change routes); empty: no allocation."""
+        return self._targets.get((kind, key), _NOBODY)
 
     def forget(self, kind: Kind, key: str) -> None:
         """Drop a route for everyone (a run that ended)."""

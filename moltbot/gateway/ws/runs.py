@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from moltbot.agents.prompt import resolve_timezone, with_timestamp_prefix
-from moltbot.agents.runtime import AgentRuntime, InvalidTurn, Run, TurnRequest
+from moltbot.agents.prompt import with_timestamp_prefix
+from moltbot.agents.runtime import AgentRuntime, InvalidTurn, Run, TurnRequest, usage_data
 from moltbot.agents.session_keys import is_reserved
 from moltbot.agents.sessions import SessionStoreError
-from moltbot.config.model import Config
 from moltbot.gateway.ws.call import Call
 from moltbot.gateway.ws.params import invalid_params
 from moltbot.gateway.ws.protocol import RpcError, unavailable
@@ -20,9 +20,10 @@ log = get_logger("moltbot.ws")
 Outcome = tuple[bool, dict[str, Any], RpcError | None]
 
 
-def stamped(config: Config, message: str) -> str:
-    """WS turns carry the user's local time in front of the message (agent-runtime §6.3)."""
-    return with_timestamp_prefix(message, resolve_timezone(config.agents.defaults.user_timezone))
+def stamped(zone: ZoneInfo, message: str) -> str:
+    """WS turns carry the user's local time in front of the message (agent-runtime §6.3).
+    `zone` is the hub's, resolved once from `agents.defaults.userTimezone`."""
+    return with_timestamp_prefix(message, zone)
 
 
 def check_writable(method: str, session_key: str) -> None:
@@ -62,7 +63,7 @@ async def agent_outcome(runtime: AgentRuntime, run: Run) -> Outcome:
         "model": model,
     }
     if run.usage is not None:
-        agent_meta["usage"] = usage_data(run)
+        agent_meta["usage"] = usage_data(run.usage)
     duration = (run.ended_at or 0) - (run.started_at or run.ended_at or 0)
     result = {
         "payloads": [{"text": run.text, "mediaUrl": None}] if run.text else [],
@@ -76,18 +77,6 @@ async def agent_outcome(runtime: AgentRuntime, run: Run) -> Outcome:
         result["meta"]["abortReason"] = run.error or "aborted"
     payload = {"runId": run.id, "status": "ok", "summary": "completed", "result": result}
     return True, payload, None
-
-
-def usage_data(run: Run) -> dict[str, int]:
-    usage = run.usage
-    assert usage is not None
-    return {
-        "input": usage.input_tokens,
-        "output": usage.output_tokens,
-        "cacheRead": usage.cache_read_tokens,
-        "cacheWrite": usage.cache_write_tokens,
-        "total": usage.prompt_tokens + usage.output_tokens,
-    }
 
 
 async def _session_id(runtime: AgentRuntime, key: str) -> str | None:

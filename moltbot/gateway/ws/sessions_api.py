@@ -27,6 +27,9 @@ PREVIEW_DEFAULT_CHARS, PREVIEW_MIN_CHARS, PREVIEW_MAX_CHARS = 240, 20, 2000
 TITLE_MAX_CHARS = 60
 # How far back a derived title looks for the first user message.
 TITLE_SCAN_MESSAGES = 1000
+# A window longer than any store has existed: larger values mean the same, and
+# minutes × 60 000 must stay within SQLite's 64-bit integers.
+ACTIVE_MINUTES_MAX = 100 * 365 * 24 * 60
 # sessions.delete waits this long for the session's runs to stop after aborting them.
 DELETE_WAIT_SECONDS = 15.0
 
@@ -44,6 +47,8 @@ async def sessions_list(call: Call, params: Any) -> dict[str, Any]:
     agent_id = p.string("agentId")
     search = p.string("search")
     p.finish("sessions.list")
+    if active_minutes is not None:
+        active_minutes = min(active_minutes, ACTIVE_MINUTES_MAX)
     store = call.runtime.store
     wanted = min(limit or LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT)
     # Two extra rows in case `global` / `unknown` are among them and get filtered out.

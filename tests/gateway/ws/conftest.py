@@ -26,8 +26,16 @@ async def start_ws() -> AsyncIterator[StartWs]:
     """Like `start_gateway`, with the WS options a test needs (short ticks, small buffers)."""
     started: list[Gateway] = []
 
-    async def start(config: Config, options: WsOptions | None = None) -> Gateway:
+    async def start(
+        config: Config,
+        options: WsOptions | None = None,
+        *,
+        customize: Callable[[web.Application], None] | None = None,
+    ) -> Gateway:
+        """`customize`: changes to the app before it starts (e.g. a different authenticator)."""
         app = build_app(config, retry_policy=FAST_RETRIES, ws_options=options)
+        if customize is not None:
+            customize(app)
         runner = make_runner(app, config)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -51,8 +59,10 @@ async def open_probe(http: aiohttp.ClientSession) -> AsyncIterator[OpenProbe]:
     """A raw WebSocket to a gateway (no handshake yet), closed after the test."""
     probes: list[Probe] = []
 
-    async def open_(gateway: Gateway, path: str = "/") -> Probe:
-        ws = await http.ws_connect(gateway.ws_url + path, max_msg_size=0)
+    async def open_(
+        gateway: Gateway, path: str = "/", headers: dict[str, str] | None = None
+    ) -> Probe:
+        ws = await http.ws_connect(gateway.ws_url + path, max_msg_size=0, headers=headers)
         probes.append(Probe(ws))
         return probes[-1]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -183,3 +184,17 @@ async def test_agent_run_failure_is_the_second_answer(
     assert raised.value.code == "UNAVAILABLE"
     assert raised.value.payload["status"] == "error" and raised.value.payload["runId"] == "bad"
     assert "bad model input" in raised.value.message
+
+
+async def test_ws_turns_are_stamped_in_the_configured_time_zone(state_dir, start_ws, open_client):
+    gateway = await start_ws(make_config(state_dir, user_timezone="Asia/Tokyo"))
+    client = await open_client(gateway)
+    result = await client.request(
+        "agent", {"message": "what time is it", "idempotencyKey": "tz"}, expect_final=True
+    )
+    (reply,) = result["result"]["payloads"]  # the echo model repeats the stamped message
+    assert re.fullmatch(
+        r"\[\w{3} \d{4}-\d{2}-\d{2} \d{2}:\d{2} JST\] what time is it", reply["text"]
+    )
+    usage = result["result"]["meta"]["agentMeta"]["usage"]
+    assert set(usage) == {"input", "output", "cacheRead", "cacheWrite", "total"}

@@ -9,6 +9,8 @@ import socket
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import TOKEN, make_config
 from tests.fake_upstreams import FakeOpenAI, provider_config
 
@@ -106,11 +108,13 @@ async def test_agent_without_a_gateway_fails_on_one_line(tmp_path):
     )
 
 
-async def test_health_prints_json_using_the_config_defaults(tmp_path, state_dir, start_ws):
+@pytest.mark.parametrize("bind", ["loopback", "lan"])  # lan: listens on 0.0.0.0, dial 127.0.0.1
+async def test_health_prints_json_using_the_config_defaults(tmp_path, state_dir, start_ws, bind):
     gateway = await start_ws(make_config(state_dir))
-    port = gateway.url.rsplit(":", 1)[1]
+    port = int(gateway.url.rsplit(":", 1)[1])
     config_file = tmp_path / "moltbot.json"
-    config_file.write_text(json.dumps({"gateway": {"port": int(port), "auth": {"token": TOKEN}}}))
+    config = {"gateway": {"port": port, "bind": bind, "auth": {"token": TOKEN}}}
+    config_file.write_text(json.dumps(config))
     code, out, err = await run_cli(tmp_path, "health", "--config", str(config_file))
     assert (code, err) == (0, "")
     health = json.loads(out)

@@ -16,7 +16,14 @@ async def test_malformed_frames_are_answered_and_the_socket_survives(
     probe = await open_probe(gateway)
     assert (await probe.hello())["ok"]
 
-    await probe.send("{not json")  # ignored (logged), no answer
+    # Not JSON (nor JSON nested past the parser's depth): ignored, logged, never answered.
+    # Frames are handled in order, so the next frame out is the answer to the next request.
+    for garbage in ("{not json", "[" * 5000):
+        await probe.send(garbage)
+        await probe.send({"type": "req", "id": "after-garbage", "method": "health"})
+        res = await probe.frame()
+        assert (res["type"], res["id"], res["ok"]) == ("res", "after-garbage", True)
+
     await probe.send("[1, 2]")
     res = await probe.frame()
     assert res["id"] == "invalid" and res["ok"] is False

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+from collections.abc import Awaitable, Callable
+
+import pytest
+from aiohttp import web
 
 from moltbot.config.model import RateLimitConfig
-from moltbot.gateway.ws import WsOptions
+from moltbot.gateway.auth import Authenticator
+from moltbot.gateway.state import AUTH_KEY, CONFIG_KEY
+from moltbot.gateway.ws import HUB_KEY, WsOptions
 from moltbot.gateway.ws.methods import METHODS
 from tests.conftest import TOKEN, make_config
-from tests.gateway.ws.wsutil import connect_params
+from tests.gateway.ws.wsutil import WAIT, Closed, Probe, connect_params, wait_for
 
 
 async def test_good_handshake_gets_challenge_then_hello_ok(state_dir, start_ws, open_probe):
@@ -194,3 +201,210 @@ async def test_plain_get_without_upgrade_answers_426(state_dir, start_ws, http):
         assert response.status == 426
         body = await response.json()
     assert body["error"]["type"] == "upgrade_required"
+
+
+# -- every failed handshake counts toward the auth rate limit -----------------------------------
+
+Breaker = Callable[[Probe], Awaitable[None]]
+
+
+async def send_garbage(probe: Probe) -> None:
+    await probe.frame()
+    await probe.send("this is not json")
+
+
+async def send_health_first(probe: Probe) -> None:
+    await probe.frame()
+    await probe.request("health")
+
+
+async def send_a_non_request(probe: Probe) -> None:
+    await probe.frame()
+    await probe.send({"type": "req", "id": "x"})
+
+
+async def send_bad_params(probe: Probe) -> None:
+    await probe.hello(client={"id": "bogus"})
+
+
+async def send_wrong_protocol(probe: Probe) -> None:
+    await probe.hello(minProtocol=4, maxProtocol=5)
+
+
+async def send_node_role(probe: Probe) -> None:
+    await probe.hello(role="node")
+
+
+async def send_nothing(probe: Probe) -> None:
+    await probe.frame()  # and wait for the handshake timeout
+
+
+async def send_too_much_for_preauth(probe: Probe) -> None:
+    await probe.frame()
+    params = connect_params(padding="x" * (65 * 1024))
+    await probe.send({"type": "req", "id": "c1", "method": "connect", "params": params})
+
+
+async def send_more_than_max_payload(probe: Probe) -> None:
+    await probe.frame()
+    await probe.send("x" * (SMALL_MAX_PAYLOAD + 1))
+
+
+async def send_wrong_token(probe: Probe) -> None:
+    await probe.hello(token="wrong")
+
+
+SMALL_MAX_PAYLOAD = 128 * 1024
+BREAKERS: list[tuple[Breaker, WsOptions]] = [
+    (send_garbage, WsOptions()),
+    (send_health_first, WsOptions()),
+    (send_a_non_request, WsOptions()),
+    (send_bad_params, WsOptions()),
+    (send_wrong_protocol, WsOptions()),
+    (send_node_role, WsOptions()),
+    (send_nothing, WsOptions(handshake_timeout=0.2)),
+    (send_too_much_for_preauth, WsOptions()),
+    (send_more_than_max_payload, WsOptions(max_payload=SMALL_MAX_PAYLOAD)),
+    (send_wrong_token, WsOptions()),
+]
+
+
+async def assert_locked_out(probe: Probe) -> None:
+    res = await probe.hello(token=TOKEN)  # even the right token
+    error = res["error"]
+    assert error["code"] == "INVALID_REQUEST"
+    assert error["message"].startswith("unauthorized: too many failed authentication attempts")
+    assert error["retryable"] is True and error["retryAfterMs"] > 0
+    assert (await probe.closed())[0] == 1008
+
+
+@pytest.mark.parametrize(("breaker", "options"), BREAKERS, ids=[b.__name__ for b, _ in BREAKERS])
+async def test_every_kind_of_failed_handshake_counts(
+    state_dir, start_ws, open_probe, breaker: Breaker, options: WsOptions
+):
+    limit = RateLimitConfig(max_attempts=1, exempt_loopback=False)
+    gateway = await start_ws(make_config(state_dir, rate_limit=limit), options)
+    broken = await open_probe(gateway)
+    await breaker(broken)
+    await broken.closed()
+    await assert_locked_out(await open_probe(gateway))
+
+
+async def test_three_broken_handshakes_then_a_good_one_is_rate_limited(
+    state_dir, start_ws, open_probe
+):
+    limit = RateLimitConfig(max_attempts=3, exempt_loopback=False)
+    gateway = await start_ws(make_config(state_dir, rate_limit=limit))
+    for breaker in (send_garbage, send_health_first, send_wrong_protocol):
+        broken = await open_probe(gateway)
+        await breaker(broken)
+        await broken.closed()
+    await assert_locked_out(await open_probe(gateway))
+
+
+async def test_clients_behind_an_untrusted_local_proxy_are_not_exempt(
+    state_dir, start_ws, open_probe
+):
+    """Loopback is exempt from the limit only for clients that connect directly: a proxy on
+    this host we do not trust would otherwise exempt everyone behind it."""
+    limit = RateLimitConfig(max_attempts=1)  # loopback exempt
+    gateway = await start_ws(make_config(state_dir, rate_limit=limit))
+    proxied = {"X-Forwarded-For": "203.0.113.7"}
+    await send_wrong_token(await open_probe(gateway, headers=proxied))
+    await assert_locked_out(await open_probe(gateway, headers=proxied))
+    assert (await (await open_probe(gateway)).hello())["ok"] is True  # direct: still exempt
+
+
+# -- pending handshakes are bounded -------------------------------------------------------------
+
+
+async def assert_turned_away(probe: Probe) -> None:
+    with pytest.raises(Closed) as closed:
+        await probe.frame()  # not even a challenge
+    assert (closed.value.code, closed.value.reason) == (1013, "try again later")
+
+
+async def test_pending_handshakes_per_address_are_capped(state_dir, start_ws, open_probe):
+    options = WsOptions(max_pending_handshakes_per_ip=2)
+    gateway = await start_ws(make_config(state_dir), options)
+    hub = gateway.app[HUB_KEY]
+    first, second = await open_probe(gateway), await open_probe(gateway)
+    for probe in (first, second):
+        await probe.frame()  # challenge: admitted, now pending
+    await assert_turned_away(await open_probe(gateway))
+    assert (await first.request("connect", connect_params()))["ok"]  # frees its slot
+    third = await open_probe(gateway)
+    await third.frame()
+    assert (await second.request("connect", connect_params(token="wrong")))["ok"] is False
+    await second.closed()
+    await wait_for(lambda: len(hub.handshakes) == 1)  # a failed one frees it once closed
+    assert (await (await open_probe(gateway)).hello())["ok"] is True
+    assert (await third.request("connect", connect_params()))["ok"]
+    assert len(hub.connections) == 3 and len(hub.handshakes) == 0
+
+
+async def test_pending_handshakes_are_capped_in_all(state_dir, start_ws, open_probe):
+    # Trusting the local proxy lets each probe claim its own address.
+    config = make_config(state_dir, trusted_proxies=("127.0.0.1",))
+    gateway = await start_ws(config, WsOptions(max_pending_handshakes=2))
+    for n in (1, 2):
+        probe = await open_probe(gateway, headers={"X-Forwarded-For": f"198.51.100.{n}"})
+        await probe.frame()
+    await assert_turned_away(await open_probe(gateway, headers={"X-Forwarded-For": "198.51.100.3"}))
+
+
+async def test_being_turned_away_counts_as_a_failed_attempt(state_dir, start_ws, open_probe):
+    limit = RateLimitConfig(max_attempts=1, exempt_loopback=False)
+    options = WsOptions(max_pending_handshakes_per_ip=1)
+    gateway = await start_ws(make_config(state_dir, rate_limit=limit), options)
+    pending = await open_probe(gateway)
+    await pending.frame()
+    await assert_turned_away(await open_probe(gateway))
+    # Its turn comes, but the address has used up its attempts.
+    res = await pending.request("connect", connect_params())
+    assert res["error"]["details"] == {"code": "AUTH_RATE_LIMITED"}
+
+
+# -- the handshake and the graceful stop --------------------------------------------------------
+
+
+class StopOnCheck(Authenticator):
+    """The stop begins while a handshake is being checked."""
+
+    def __init__(self, app: web.Application) -> None:
+        super().__init__(app[CONFIG_KEY].gateway.auth)
+        self._hub = app[HUB_KEY]
+
+    def check(self, presented: str | None, ip: str, *, direct: bool = True) -> None:
+        self._hub.shutdown()
+        super().check(presented, ip, direct=direct)
+
+
+async def test_a_handshake_ending_after_the_stop_began_is_told_at_once(
+    state_dir, start_ws, open_probe
+):
+    def stop_on_check(app: web.Application) -> None:
+        app[AUTH_KEY] = StopOnCheck(app)
+
+    gateway = await start_ws(make_config(state_dir), customize=stop_on_check)
+    late = await open_probe(gateway)
+    await late.frame()  # challenge
+    await late.send({"type": "req", "id": "c1", "method": "connect", "params": connect_params()})
+    shutdown = await late.frame()
+    assert (shutdown["event"], shutdown["payload"]) == ("shutdown", {"reason": "gateway stopping"})
+    assert await late.closed() == (1012, "service restart")
+    assert not gateway.app[HUB_KEY].connections
+
+
+async def test_the_stop_says_goodbye_to_sockets_still_in_their_handshake(
+    state_dir, start_ws, open_probe
+):
+    gateway = await start_ws(make_config(state_dir), WsOptions(handshake_timeout=30))
+    pending = await open_probe(gateway)
+    await pending.frame()  # challenge, then the stop
+    stopping = asyncio.create_task(gateway.stop())
+    shutdown = await pending.frame()
+    assert shutdown["event"] == "shutdown"
+    assert await pending.closed() == (1012, "service restart")
+    async with asyncio.timeout(WAIT):  # not held up until the handshake timeout
+        await stopping

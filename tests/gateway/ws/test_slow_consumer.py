@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from moltbot.gateway.ws import HUB_KEY, WsOptions
 from tests.conftest import make_config
 from tests.fake_upstreams import FakeOpenAI, provider_config
-from tests.gateway.ws.wsutil import WAIT, collect_until, is_chat_end
+from tests.gateway.ws.wsutil import collect_until, is_chat_end, wait_for
 
 MAX_BUFFERED = 16 * 1024
 # Every agent event carries the whole text so far: 400 chunks of 250 characters make ~20 MB
@@ -18,13 +16,6 @@ CHUNKS = 400
 # A pause between chunks lets the gateway's writer hand each event to the transport; with no
 # pause a burst of events would mostly be dropped (as droppable) before reaching the socket.
 CHUNK_DELAY = 0.001
-
-
-async def wait_for(predicate, timeout: float = WAIT) -> None:
-    """Poll `predicate` (server state with no event to wait on) until it holds."""
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
 
 
 async def test_a_client_that_does_not_read_is_dropped(

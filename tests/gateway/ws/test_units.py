@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from moltbot.agents.events import AgentEvent
+from moltbot.gateway.ws.admission import PendingHandshakes
 from moltbot.gateway.ws.chat_events import ChatProjector
 from moltbot.gateway.ws.dedupe import DedupeCache
 from moltbot.gateway.ws.health import HealthMonitor
@@ -180,3 +181,53 @@ async def test_health_refreshes_coalesce_and_cache():
     clock.now += 61
     assert await health.get() == {"ok": True, "n": 2}
     assert calls == 2
+
+
+def test_params_bound_integers_and_refuse_lone_surrogates():
+    p = Params(
+        {
+            "huge": 10**400,
+            "tiny": -(10**400),
+            "inf": float("inf"),
+            "big_float": 1e300,
+            "edge": 2**53 - 1,
+            "s": "a\ud800",
+            "pair": "😀",  # a valid pair decodes to one character: fine
+            "list": ["ok", "\udfff"],
+            "map": {"\ud800": True},
+            "\udc00": 1,
+        }
+    )
+    assert p.integer("huge") is None and p.integer("tiny", minimum=0) is None
+    assert p.integer("inf") is None and p.integer("big_float") is None
+    assert p.integer("edge") == 2**53 - 1
+    assert p.string("s") is None and p.string("pair") == "😀"
+    assert p.strings("list") is None and p.bool_map("map") is None
+    problems = p.problems
+    assert problems == [
+        "at /huge: must be <= 9007199254740991",
+        "at /tiny: must be >= 0",
+        "at /inf: must be integer",
+        "at /big_float: must be <= 9007199254740991",
+        "at /s: must be valid Unicode (no lone surrogates)",
+        "at /list/1: must be valid Unicode (no lone surrogates)",
+        "at /map/\\ud800: must be valid Unicode (no lone surrogates)",
+        "at root: unexpected property '\\udc00'",
+    ]
+    assert all(problem.encode() for problem in problems)  # safe to send and log
+
+
+def test_pending_handshakes_are_capped_in_all_and_per_address():
+    pending = PendingHandshakes(max_total=3, max_per_ip=2)
+    a1, a2 = pending.take("a"), pending.take("a")
+    assert a1 and a2 and pending.take("a") is None  # per address
+    b1 = pending.take("b")
+    assert b1 and pending.take("c") is None and len(pending) == 3  # in all
+    a1.release()
+    a1.release()  # once only
+    assert len(pending) == 2
+    c1 = pending.take("c")
+    assert c1 is not None and pending.take("a") is None
+    for slot in (a2, b1, c1):
+        slot.release()
+    assert len(pending) == 0 and pending.take("a") is not None

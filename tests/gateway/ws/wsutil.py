@@ -100,6 +100,13 @@ class Probe:
                 self.events.append(frame)
 
 
+async def wait_for(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
+    """Poll `predicate` (server state with no event to wait on) until it holds."""
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
 async def collect_until(
     client: GatewayClient,
     done: Callable[[Any], bool],
