@@ -276,8 +276,9 @@ class AgentRuntime:
             async for item in stream:
                 run.model_ref = stream.model_ref
                 if isinstance(item, TextDelta):
-                    run.text += item.text
-                    self._emit(run, "assistant", {"text": run.text, "delta": item.text})
+                    delta = item.text if item.text.isascii() else valid_text(item.text)
+                    run.text += delta
+                    self._emit(run, "assistant", {"text": run.text, "delta": delta})
                 elif isinstance(item, Usage):
                     run.usage = item
                 elif isinstance(item, Finish):
@@ -399,6 +400,16 @@ class AgentRuntime:
         with contextlib.suppress(Exception):
             await self.providers.close()
         await self.store.close()
+
+
+def valid_text(text: str) -> str:
+    """Model output with lone surrogates (from JSON escapes upstream) replaced by U+FFFD, so
+    that it can be stored and sent on as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def usage_data(usage: Usage) -> dict[str, int]:

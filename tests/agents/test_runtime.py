@@ -380,3 +380,20 @@ async def test_runs_not_kept_after_end_are_forgotten(
     await collect(dropped)
     assert runtime.get_run(kept.id) is kept
     assert runtime.get_run(dropped.id) is None
+
+
+async def test_lone_surrogates_from_the_model_are_replaced_and_the_turn_is_saved(
+    make_runtime: MakeRuntime, state_dir: Path
+) -> None:
+    async with FakeOpenAI() as up:
+        up.stream(["ok ", "\ud800bad"])  # arrives as a "\\ud800" JSON escape
+        runtime = await make_runtime(upstream_config(state_dir, provider_config(up)))
+        events = await collect(runtime.start(turn("hi")))
+    assert reply_of(events) == "ok \ufffdbad"
+    assert events[-1].phase == "end"
+    stored = await runtime.store.messages("agent:main:s1")
+    assert [(m.role, m.status, m.content) for m in stored][-1] == (
+        "assistant",
+        "ok",
+        "ok \ufffdbad",
+    )
