@@ -34,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="override the gateway's log level (default: none, i.e. the shipped info level); "
         "only to measure what logging costs",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run each main scenario through a bare aiohttp proxy (the architecture's floor)",
+    )
     parser.add_argument("--profile", default="", help="scenario keys to profile with py-spy")
     parser.add_argument("--max-minutes", type=float, default=12.0, help="whole-run time limit")
     return parser
@@ -57,6 +62,7 @@ def options_from(args: argparse.Namespace) -> Options:
         profile=frozenset(k for k in args.profile.split(",") if k),
         max_minutes=args.max_minutes,
         results_dir=RESULTS_DIR,
+        floor=args.floor,
     )
 
 

@@ -125,21 +125,39 @@ async def start_gateway(
         )
     finally:
         log.close()  # the child has its own copy of the descriptor
-    url = await wait_until_listening(child, setup.log_path)
+    url = await wait_until_listening(child, setup.log_path, setup.port)
     return Gateway(child, setup, url)
 
 
-async def wait_until_listening(child: Child, log_path: Path) -> str:
-    """Poll the log file for the `gateway listening` line; fail if the gateway exits."""
+async def wait_until_listening(child: Child, log_path: Path, port: int) -> str:
+    """The URL from the `gateway listening` log line; at a log level that hides it, the first
+    `GET /healthz` that answers 200. Fails if the gateway exits first."""
     async with asyncio.timeout(START_TIMEOUT):
         while True:
             url = listening_url(log_path)
             if url is not None:
                 return url
+            if await healthy(port):
+                return f"http://127.0.0.1:{port}"
             if not child.running:
                 tail = log_path.read_bytes()[-2000:].decode(errors="replace")  # noqa: ASYNC240
                 raise RuntimeError(f"gateway exited ({child.process.returncode}): {tail}")
             await asyncio.sleep(0.05)
+
+
+async def healthy(port: int) -> bool:
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        status = await asyncio.wait_for(reader.readline(), 2)
+        return status.startswith(b"HTTP/1.1 200")
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
 
 
 def listening_url(log_path: Path) -> str | None:

@@ -11,6 +11,8 @@ from typing import Any
 # A single-threaded process at this share of one core is treated as saturated: the run's
 # numbers then say more about it than about the gateway.
 SATURATED = 0.9
+# Busy CPU outside our processes above this share of a core: someone else's work ran too.
+FOREIGN = 0.25
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -40,7 +42,13 @@ class CpuWindow:
         return max(shares, default=math.nan)
 
     def total(self) -> float:
-        return sum(self.seconds.values())
+        """CPU of the processes the bench started."""
+        return sum(s for name, s in self.seconds.items() if name != "machine")
+
+    def foreign(self) -> float:
+        """Busy CPU nobody of ours accounts for (other work on the machine, and some of our
+        own kernel network time), as a fraction of one core."""
+        return max(0.0, self.seconds.get("machine", 0.0) - self.total()) / self.wall
 
 
 @dataclass
@@ -63,6 +71,7 @@ class RunResult:
     load_share: float = math.nan
     upstream_share: float = math.nan
     host_share: float = math.nan  # all bench processes' CPU over all cores
+    foreign_share: float = math.nan  # machine CPU not ours, in cores
     sessions_stored: int | None = None
     log_bytes_per_req: float = math.nan
     note: str = ""
@@ -92,8 +101,9 @@ def fill_cpu(result: RunResult, window: CpuWindow, ncpu: int) -> None:
     result.load_share = window.share("load")
     result.upstream_share = window.share("upstream")
     result.host_share = window.total() / (window.wall * ncpu)
-    if result.side == "gateway":
-        gateway = window.seconds.get("gateway", math.nan)
+    result.foreign_share = window.foreign()
+    if result.side != "direct":
+        gateway = window.seconds.get("target", math.nan)
         result.gw_cpu_share = gateway / window.wall
         result.gw_cpu_ms_per_req = gateway * 1000 / max(1, result.completed + result.errors)
 
@@ -107,4 +117,6 @@ def flags(result: RunResult) -> list[str]:
         found.append("upstream saturated a core")
     if result.host_share >= SATURATED:
         found.append("all cores busy")
+    if result.foreign_share >= FOREIGN:
+        found.append(f"other work on the machine ({result.foreign_share:.2f} of a core)")
     return found

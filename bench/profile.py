@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bench.gateway import Gateway
-    from bench.runner import Bench
+    from bench.runner import Bench, Target
     from bench.scenarios import Scenario
 
 SAMPLE_RATE = 250
@@ -152,7 +151,7 @@ def render(scenario: Scenario, profile: Profile) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def profile_scenario(bench: Bench, scenario: Scenario, gateway: Gateway) -> Path | None:
+async def profile_scenario(bench: Bench, scenario: Scenario, gateway: Target) -> Path | None:
     from bench.runner import measure
 
     tool = py_spy()
@@ -173,7 +172,7 @@ async def profile_scenario(bench: Bench, scenario: Scenario, gateway: Gateway) -
     print(f"  profiling ({scenario.key}) with py-spy ...", flush=True)
     try:
         longer = replace(scenario, count=scenario.count * PROFILE_FACTOR)
-        await measure(bench, longer, "gateway", -1, gateway)
+        await measure(bench, longer, gateway, -1)
     finally:
         if spy.running:
             spy.process.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT

@@ -37,6 +37,7 @@ class Summary:
     load_share: float
     upstream_share: float
     host_share: float
+    foreign_share: float
     sessions_stored: int | None
     log_bytes_per_req: float
     flags: list[str] = field(default_factory=list)
@@ -71,6 +72,7 @@ def _summary(runs: list[RunResult]) -> Summary:
         load_share=med(lambda r: r.load_share),
         upstream_share=med(lambda r: r.upstream_share),
         host_share=med(lambda r: r.host_share),
+        foreign_share=med(lambda r: r.foreign_share),
         sessions_stored=max(stored) if stored else None,
         log_bytes_per_req=med(lambda r: r.log_bytes_per_req),
         flags=found,
@@ -84,11 +86,15 @@ def fmt(value: float, digits: int = 2) -> str:
 def results_table(summaries: dict[tuple[str, str], Summary], titles: dict[str, str]) -> str:
     head = (
         "| scenario | side | req/s | p50 ms | p99 ms | TTFT p50 ms | errors | gw CPU ms/req "
-        "| gw CPU % of a core | gw peak RSS MB | CPU load gen / upstream / all cores | flags |"
+        "| gw CPU % of a core | gw peak RSS MB | CPU: load gen / upstream (busiest process, of a "
+        "core) / ours (of all cores) / others (cores) | flags |"
     )
     lines = [head, "|" + "---|" * 12]
     for (key, side), s in summaries.items():
-        shares = f"{fmt(s.load_share)} / {fmt(s.upstream_share)} / {fmt(s.host_share)}"
+        shares = (
+            f"{fmt(s.load_share)} / {fmt(s.upstream_share)} / {fmt(s.host_share)} "
+            f"/ {fmt(s.foreign_share)}"
+        )
         lines.append(
             f"| ({key}) {titles.get(key, '')} | {side} | {fmt(s.rps, 0)} | {fmt(s.p50_ms)} "
             f"| {fmt(s.p99_ms)} | {fmt(s.ttft_p50_ms)} | {s.errors} "
@@ -101,17 +107,21 @@ def results_table(summaries: dict[tuple[str, str], Summary], titles: dict[str, s
 def ratio_table(summaries: dict[tuple[str, str], Summary]) -> str:
     lines = [
         "| scenario | gateway/direct req/s | added p50 ms | added p99 ms | added TTFT p50 ms "
-        "| sessions stored (max) |",
-        "|---|---|---|---|---|---|",
+        "| sessions stored (max) | floor req/s | gateway CPU / floor CPU per request |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for key in dict.fromkeys(k for k, _ in summaries):
         d, g = summaries.get((key, "direct")), summaries.get((key, "gateway"))
         if d is None or g is None:
             continue
+        floor = summaries.get((key, "floor"))
+        floor_rps = fmt(floor.rps, 0) if floor else "-"
+        cpu_ratio = fmt(g.gw_cpu_ms_per_req / floor.gw_cpu_ms_per_req) if floor else "-"
         lines.append(
             f"| ({key}) | {fmt(g.rps / d.rps, 3)} | {fmt(g.p50_ms - d.p50_ms)} "
             f"| {fmt(g.p99_ms - d.p99_ms)} | {fmt(g.ttft_p50_ms - d.ttft_p50_ms)} "
-            f"| {g.sessions_stored if g.sessions_stored is not None else '-'} |"
+            f"| {g.sessions_stored if g.sessions_stored is not None else '-'} "
+            f"| {floor_rps} | {cpu_ratio} |"
         )
     return "\n".join(lines)
 
@@ -200,7 +210,11 @@ def ws_verdict(ws: dict[str, Any]) -> Verdict:
     if "skipped" in ws:
         return Verdict(target, f"skipped: {ws['skipped']}", "n/a")
     per = ws["kb_per_connection"]
-    measured = f"{fmt(per, 1)} KB ({ws['connected']}/{ws['requested']} connected)"
+    marginal = ws.get("kb_per_connection_second_half", math.nan)
+    measured = (
+        f"{fmt(per, 1)} KB ({ws['connected']}/{ws['requested']} connected; "
+        f"second half alone {fmt(marginal, 1)} KB each)"
+    )
     return Verdict(target, measured, _check(per <= 20))
 
 

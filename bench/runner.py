@@ -13,6 +13,7 @@ import asyncio
 import json
 import math
 import os
+import secrets
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from bench.procs import (
     Children,
     cpu_seconds,
     free_port,
+    machine_cpu_seconds,
     reset_peak_rss,
     status_kb,
 )
@@ -36,6 +38,11 @@ from bench.seed import seed_store
 READY_TIMEOUT = 30.0
 CONNECT_PHASE_TIMEOUT = 60.0
 RSS_SAMPLE_SECONDS = 0.05
+# Before each run: up to QUIET_CHECKS windows of QUIET_WINDOW s until others use < QUIET_LIMIT
+# of a core. /proc/stat counts in 10 ms ticks, so a window shorter than this is too coarse.
+QUIET_CHECKS = 60
+QUIET_WINDOW = 0.5
+QUIET_LIMIT = 0.2
 
 
 @dataclass
@@ -52,6 +59,7 @@ class Options:
     profile: frozenset[str]
     max_minutes: float
     results_dir: Path
+    floor: bool = False
 
 
 @dataclass
@@ -68,10 +76,38 @@ class Bench:
     profiles: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     peak_rss_method: str = "VmHWM after clear_refs"
+    floor: Child | None = None  # --floor: the bare aiohttp proxy
+    floor_port: int = 0
+    floor_token: str = ""
 
     @property
     def out_of_time(self) -> bool:
         return time.monotonic() - self.started > self.options.max_minutes * 60
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a run's requests go, and the process charged for them (None: direct)."""
+
+    side: Side
+    port: int
+    token: str
+    pid: int | None = None
+    log_path: Path | None = None
+    store_path: Path | None = None
+
+
+def targets(bench: Bench, gateway: Gateway) -> dict[Side, Target]:
+    setup = gateway.setup
+    found: dict[Side, Target] = {
+        "direct": Target("direct", bench.upstream_port, setup.token),
+        "gateway": Target(
+            "gateway", setup.port, setup.token, gateway.pid, setup.log_path, setup.store_path
+        ),
+    }
+    if bench.floor is not None:
+        found["floor"] = Target("floor", bench.floor_port, bench.floor_token, bench.floor.pid)
+    return found
 
 
 # -- starting the fixed processes -------------------------------------------------------------
@@ -133,11 +169,12 @@ def load_jobs(
     return jobs
 
 
-def cpu_snapshot(bench: Bench, gateway: Gateway | None) -> dict[str, float]:
+def cpu_snapshot(bench: Bench, target: Target) -> dict[str, float]:
     children = [*bench.upstream, *bench.load]
     snapshot = {child.name: cpu_seconds(child.pid) for child in children}
-    if gateway is not None:
-        snapshot["gateway"] = cpu_seconds(gateway.pid)
+    if target.pid is not None:
+        snapshot["target"] = cpu_seconds(target.pid)
+    snapshot["machine"] = machine_cpu_seconds()
     return snapshot
 
 
@@ -164,15 +201,29 @@ class PeakRss:
         return status_kb(self._pid, "VmHWM") / 1024
 
 
-async def measure(
-    bench: Bench, scenario: Scenario, side: Side, rep: int, gateway: Gateway
-) -> RunResult:
-    result = RunResult(scenario.key, side, rep)
-    port = bench.upstream_port if side == "direct" else gateway.setup.port
-    tag = f"{scenario.key}{side[0]}{rep}-{int(time.time())}"
-    requests = requests_for(scenario, side, port, gateway.setup.token, tag)
+async def wait_for_quiet(bench: Bench, target: Target) -> float:
+    """Wait (bounded) until nothing but our idle processes uses the CPU, so another team's
+    test run does not land in our numbers; returns the seconds waited."""
+    waited = 0.0
+    for _ in range(QUIET_CHECKS):
+        before = cpu_snapshot(bench, target)
+        await asyncio.sleep(QUIET_WINDOW)
+        after = cpu_snapshot(bench, target)
+        window = CpuWindow(QUIET_WINDOW, {k: after[k] - before[k] for k in before})
+        if window.foreign() < QUIET_LIMIT:
+            return waited
+        waited += QUIET_WINDOW
+    return waited
+
+
+async def measure(bench: Bench, scenario: Scenario, target: Target, rep: int) -> RunResult:
+    result = RunResult(scenario.key, target.side, rep)
+    if (waited := await wait_for_quiet(bench, target)) > 0:
+        print(f"  waited {waited:.1f} s for other work on the machine to stop", flush=True)
+    tag = f"{scenario.key}{target.side[0]}{rep}-{int(time.time())}"
+    requests = requests_for(scenario, target.side, target.port, target.token, tag)
     workers = bench.load[: max(1, min(len(bench.load), scenario.concurrency))]
-    jobs = load_jobs(scenario, requests, port, len(workers), bench.options)
+    jobs = load_jobs(scenario, requests, target.port, len(workers), bench.options)
     for worker, job in zip(workers, jobs, strict=True):
         worker.write_line(json.dumps(job))
     ready = [json.loads(await w.read_line(CONNECT_PHASE_TIMEOUT)) for w in workers]
@@ -184,34 +235,33 @@ async def measure(
                 worker.write_line("go")
                 await worker.read_line(bench.options.cap_seconds + 30)
         return result
-    await timed_window(bench, result, workers, gateway if side == "gateway" else None)
-    if side == "gateway":
-        result.sessions_stored = count_sessions(gateway.setup.store_path)
+    await timed_window(bench, result, workers, target)
+    if target.store_path is not None:
+        result.sessions_stored = count_sessions(target.store_path)
     return result
 
 
 async def timed_window(
-    bench: Bench, result: RunResult, workers: Sequence[Child], gateway: Gateway | None
+    bench: Bench, result: RunResult, workers: Sequence[Child], target: Target
 ) -> None:
     """Start the load, wait for it, and charge CPU and memory to the window."""
-    peak = PeakRss(gateway.pid) if gateway is not None else None
-    log_size = gateway.setup.log_path.stat().st_size if gateway is not None else 0
-    before, started = cpu_snapshot(bench, gateway), time.perf_counter()
+    peak = PeakRss(target.pid) if target.pid is not None else None
+    log_size = target.log_path.stat().st_size if target.log_path is not None else 0
+    before, started = cpu_snapshot(bench, target), time.perf_counter()
     for worker in workers:
         worker.write_line("go")
     lines = [await w.read_line(bench.options.cap_seconds + 30) for w in workers]
     wall = time.perf_counter() - started
-    after = cpu_snapshot(bench, gateway)
-    loads = [json.loads(line) for line in lines]
-    fill_latencies(result, loads)
+    after = cpu_snapshot(bench, target)
+    fill_latencies(result, [json.loads(line) for line in lines])
     window = CpuWindow(wall, {name: after[name] - before[name] for name in before})
     fill_cpu(result, window, os.cpu_count() or 1)
-    if peak is not None and gateway is not None:
+    if peak is not None:
         result.gw_peak_rss_mb = peak.stop()
         bench.peak_rss_method = "VmHWM after clear_refs" if peak.exact else "sampled VmRSS"
-        logged = gateway.setup.log_path.stat().st_size - log_size
-        requests = result.completed + result.errors
-        result.log_bytes_per_req = logged / max(1, requests)
+    if target.log_path is not None:
+        logged = target.log_path.stat().st_size - log_size
+        result.log_bytes_per_req = logged / max(1, result.completed + result.errors)
 
 
 def count_sessions(store: Path) -> int | None:
@@ -227,15 +277,18 @@ def count_sessions(store: Path) -> int | None:
 
 
 async def run_reps(bench: Bench, gateway: Gateway, scenarios: Sequence[Scenario]) -> None:
+    sides = targets(bench, gateway)
+    order = list(sides.values())
     for rep in range(bench.options.reps):
         for scenario in scenarios:
-            sides: tuple[Side, Side] = ("direct", "gateway")
-            for side in sides if rep % 2 == 0 else sides[::-1]:
+            # Rotate which side goes first, so drift over a repetition hits each side alike.
+            shift = rep % len(order)
+            for target in order[shift:] + order[:shift]:
                 if bench.out_of_time:
-                    note = f"skipped {scenario.key}/{side} rep {rep + 1}: over the time limit"
+                    note = f"skipped {scenario.key}/{target.side} rep {rep + 1}: over time limit"
                     bench.notes.append(note)
                     continue
-                result = await measure(bench, scenario, side, rep, gateway)
+                result = await measure(bench, scenario, target, rep)
                 bench.results.append(result)
                 print_progress(result)
 
@@ -244,13 +297,13 @@ def print_progress(r: RunResult) -> None:
     ttft = "" if math.isnan(r.ttft_p50_ms) else f" ttft50 {r.ttft_p50_ms:.2f} ms"
     gateway = (
         f" | gw {r.gw_cpu_ms_per_req:.3f} cpu-ms/req, peak {r.gw_peak_rss_mb:.1f} MB"
-        if r.side == "gateway"
+        if r.side != "direct"
         else ""
     )
     print(
         f"  ({r.scenario}) {r.side:7} rep {r.rep + 1}: {r.rps:8.1f} req/s  p50 {r.p50_ms:.2f} "
         f"p99 {r.p99_ms:.2f} ms{ttft}  errors {r.errors}{gateway} | load {r.load_share:.2f} "
-        f"upstream {r.upstream_share:.2f} host {r.host_share:.2f}"
+        f"upstream {r.upstream_share:.2f} host {r.host_share:.2f} others {r.foreign_share:.2f}"
         + (f" {r.note}" if r.note else ""),
         flush=True,
     )
@@ -280,7 +333,7 @@ async def run_phase(bench: Bench, phase: str, store: Path | None) -> None:
             if scenario.key in bench.options.profile and not bench.out_of_time:
                 from bench.profile import profile_scenario
 
-                path = await profile_scenario(bench, scenario, gateway)
+                path = await profile_scenario(bench, scenario, targets(bench, gateway)["gateway"])
                 if path is not None:
                     bench.profiles[scenario.key] = path
 
@@ -302,11 +355,22 @@ async def run_all(options: Options, root: Path) -> Bench:
         load = await start_load(kids, options.load_workers)
         bench = Bench(kids, options, root, upstream_port, upstream, load)
         seeded_store = await seed_if_needed(bench)
+        if options.floor:
+            await start_floor(bench)
         if options.ws_count > 0:
             await run_ws_phase(bench)
         await run_phase(bench, "main", None)
         await run_phase(bench, "seeded", seeded_store)
     return bench
+
+
+async def start_floor(bench: Bench) -> None:
+    bench.floor_port, bench.floor_token = free_port(), secrets.token_urlsafe(16)
+    args = ["--port", str(bench.floor_port), "--upstream-port", str(bench.upstream_port)]
+    bench.floor = await bench.kids.start_python(
+        "floor", ["bench.floor", *args, "--token", bench.floor_token]
+    )
+    await expect_line(bench.floor, "ready")
 
 
 async def seed_if_needed(bench: Bench) -> Path | None:

@@ -12,7 +12,7 @@ from typing import Literal
 from bench.gateway import AGENT_MODELS
 from bench.http1 import build_request
 
-Side = Literal["direct", "gateway"]
+Side = Literal["direct", "gateway", "floor"]
 Phase = Literal["main", "seeded"]
 PROMPT = "Say hello to the benchmark."
 

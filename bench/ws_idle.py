@@ -2,9 +2,10 @@
 
 Run as `python -m bench.ws_idle --url ... --token ... --count N` in its own process. It prints
 JSON lines: `{"skipped": why}` when the endpoint is not there; else `{"probed": true}` after one
-handshake worked, then waits for a line on stdin (the runner takes its baseline), opens the
-connections, prints `{"connected": n, ...}` once each got hello-ok, waits for another line (the
-runner measures the gateway's RSS meanwhile), closes everything and prints `{"closed": n}`.
+handshake worked, then waits for a line on stdin (the runner takes its baseline). It opens the
+connections in two halves; after each it prints `{"connected": n, ...}` (every one got
+hello-ok) and waits for a line (the runner reads the gateway's RSS meanwhile). Then it closes
+everything and prints `{"closed": n}`.
 """
 
 from __future__ import annotations
@@ -18,12 +19,20 @@ from typing import Any
 import aiohttp
 
 HANDSHAKE_TIMEOUT = 10.0
-BATCH = 50  # handshakes in flight at once
+# Handshakes in flight at once: the gateway refuses more than 16 pending per client address
+# with close code 1013 ("try again later"), which is then retried a bounded number of times.
+BATCH = 8
+RETRIES_ON_1013 = 3
+RETRY_DELAY = 0.2
 MAX_FRAMES_BEFORE_RES = 8
 
 
 class HandshakeFailed(Exception):
     pass
+
+
+class TryAgainLater(HandshakeFailed):
+    """The server closed with 1013: too many handshakes pending."""
 
 
 def connect_frame(request_id: str, token: str) -> dict[str, Any]:
@@ -42,6 +51,8 @@ def connect_frame(request_id: str, token: str) -> dict[str, Any]:
 
 async def receive_json(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
     message = await ws.receive(timeout=HANDSHAKE_TIMEOUT)
+    if message.type == aiohttp.WSMsgType.CLOSE and message.data == 1013:
+        raise TryAgainLater("closed with 1013")
     if message.type != aiohttp.WSMsgType.TEXT:
         raise HandshakeFailed(f"expected a text frame, got {message.type.name} {message.data!r}")
     frame = json.loads(message.data)
@@ -74,6 +85,17 @@ async def open_one(
         raise
 
 
+async def open_with_retries(
+    session: aiohttp.ClientSession, url: str, token: str, index: int
+) -> aiohttp.ClientWebSocketResponse:
+    for _ in range(RETRIES_ON_1013):
+        try:
+            return await open_one(session, url, token, index)
+        except TryAgainLater:
+            await asyncio.sleep(RETRY_DELAY)
+    return await open_one(session, url, token, index)
+
+
 async def probe(session: aiohttp.ClientSession, url: str, token: str) -> str | None:
     """Why the WS endpoint is not usable, or None when one handshake works."""
     try:
@@ -87,14 +109,15 @@ async def probe(session: aiohttp.ClientSession, url: str, token: str) -> str | N
 
 
 async def open_many(
-    session: aiohttp.ClientSession, url: str, token: str, count: int
+    session: aiohttp.ClientSession, url: str, token: str, count: int, first: int = 0
 ) -> tuple[list[aiohttp.ClientWebSocketResponse], list[str]]:
     opened: list[aiohttp.ClientWebSocketResponse] = []
     failures: list[str] = []
-    for first in range(0, count, BATCH):
-        batch = range(first, min(count, first + BATCH))
+    for start in range(first, first + count, BATCH):
+        batch = range(start, min(first + count, start + BATCH))
         results = await asyncio.gather(
-            *(open_one(session, url, token, i + 1) for i in batch), return_exceptions=True
+            *(open_with_retries(session, url, token, i + 1) for i in batch),
+            return_exceptions=True,
         )
         for result in results:
             if isinstance(result, BaseException):
@@ -114,10 +137,15 @@ async def run(url: str, token: str, count: int) -> None:
         loop = asyncio.get_running_loop()
         print(json.dumps({"probed": True}), flush=True)
         await loop.run_in_executor(None, sys.stdin.readline)  # the runner took its baseline
-        opened, failures = await open_many(session, url, token, count)
-        report = {"connected": len(opened), "failed": len(failures), "samples": failures[:5]}
-        print(json.dumps(report), flush=True)
-        await loop.run_in_executor(None, sys.stdin.readline)  # the runner measured RSS
+        opened: list[aiohttp.ClientWebSocketResponse] = []
+        failures: list[str] = []
+        for step in (count // 2, count - count // 2):  # two halves: the runner reads RSS
+            more, failed = await open_many(session, url, token, step, first=len(opened))
+            opened += more
+            failures += failed
+            report = {"connected": len(opened), "failed": len(failures), "samples": failures[:5]}
+            print(json.dumps(report), flush=True)
+            await loop.run_in_executor(None, sys.stdin.readline)  # the runner measured RSS
         await asyncio.gather(*(ws.close() for ws in opened), return_exceptions=True)
         print(json.dumps({"closed": len(opened)}), flush=True)
 

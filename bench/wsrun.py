@@ -53,27 +53,38 @@ async def _drive(client: Any, gateway: Gateway, count: int) -> dict[str, Any]:
     await asyncio.sleep(SETTLE_SECONDS)
     base_kb = await steady_rss_kb(gateway.pid)
     client.write_line("open")
-    first = json.loads(await client.read_line(OPEN_TIMEOUT) or "{}")
-    if "connected" not in first:
-        return {"skipped": f"WS client failed: {first}"}
-    await asyncio.sleep(SETTLE_SECONDS)
-    with_clients = await steady_rss_kb(gateway.pid)
-    client.write_line("release")
-    await client.read_line(30)
-    connected = int(first["connected"])
-    per_conn = (with_clients - base_kb) / max(1, connected)
+    half, half_kb = await _step(client, gateway)
+    full, full_kb = await _step(client, gateway)
+    if half is None or full is None:
+        return {"skipped": "WS client failed while connecting"}
+    connected = int(full["connected"])
+    per_conn = (full_kb - base_kb) / max(1, connected)
+    marginal = (full_kb - half_kb) / max(1, connected - int(half["connected"]))
     result = {
         "connected": connected,
-        "failed": int(first.get("failed", 0)),
-        "failures": first.get("samples", []),
+        "failed": int(full.get("failed", 0)),
+        "failures": full.get("samples", []),
         "rss_before_mb": base_kb / 1024,
-        "rss_with_clients_mb": with_clients / 1024,
+        "rss_half_mb": half_kb / 1024,
+        "rss_with_clients_mb": full_kb / 1024,
         "kb_per_connection": per_conn,
+        "kb_per_connection_second_half": marginal,
         "requested": count,
     }
     print(
         f"  (f) {connected}/{count} idle WS connections: {per_conn:.1f} KB each "
-        f"({base_kb / 1024:.1f} -> {with_clients / 1024:.1f} MB)",
+        f"({base_kb / 1024:.1f} -> {full_kb / 1024:.1f} MB; second half {marginal:.1f} KB each)",
         flush=True,
     )
     return result
+
+
+async def _step(client: Any, gateway: Gateway) -> tuple[dict[str, Any] | None, float]:
+    """Wait for the client to report a step's connections, read RSS, let it go on."""
+    report = json.loads(await client.read_line(OPEN_TIMEOUT) or "{}")
+    if "connected" not in report:
+        return None, 0.0
+    await asyncio.sleep(SETTLE_SECONDS)
+    rss = await steady_rss_kb(gateway.pid)
+    client.write_line("next")
+    return report, rss
