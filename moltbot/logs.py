@@ -44,7 +44,7 @@ def configure_logging(
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(out),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=True,
     )
     # aiohttp's own loggers: keep their warnings, drop its access log (we write our own line).
     logging.basicConfig(stream=out, level=max(LEVELS[level], logging.WARNING), force=True)

@@ -66,8 +66,9 @@ class TurnRequest:
     extra_system_prompt: str | None = None
     sampling: SamplingParams = field(default_factory=SamplingParams)
     timeout_seconds: float | None = None
-    # The key was minted for this request alone, so there is no history to read.
-    new_session: bool = False
+    # The session exists for this turn alone (a stateless HTTP request): there is no history
+    # to read, and nothing to keep, since no one can ever continue it.
+    ephemeral: bool = False
     # Keep the finished run findable by id (agent.wait, idempotent replays) for a while. HTTP
     # runs are never looked up again, and must not push the ones that are out of that window.
     keep_after_end: bool = True
@@ -288,7 +289,7 @@ class AgentRuntime:
 
     async def _model_request(self, run: Run, model_ref: str) -> ModelRequest:
         history: list[ChatMessage] = []
-        if not run.request.new_session:
+        if not run.request.ephemeral:
             history = await self.store.prompt_history(run.session_key, HISTORY_MESSAGES)
         files = await self._files.load(run.agent.workspace)
         system = system_prompt(
@@ -315,9 +316,9 @@ class AgentRuntime:
         run.status, run.error, run.error_kind = status, error, kind
         run.ended_at = now_ms()
         try:
-            if run.started_at is not None:
-                # Shielded: an abort must not leave the transcript half-written.
-                await asyncio.shield(self._record(run))
+            if run.started_at is not None and not run.request.ephemeral:
+                # No shield needed: abort() refuses once `_finishing` is set.
+                await self._record(run)
         finally:
             if run.usage is not None:
                 self._emit(run, "usage", usage_data(run.usage))

@@ -54,7 +54,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     chat = parse_chat_request(await read_json(request))
     runtime = request.app[RUNTIME_KEY]
     agent_id = resolve_agent(request, chat.model, runtime.agents)
-    session_key, new_session = resolve_session(request, agent_id, chat.user, runtime.agents)
+    session_key, ephemeral = resolve_session(request, agent_id, chat.user, runtime.agents)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     turn = TurnRequest(
         message=chat.prompt,
@@ -63,7 +63,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         run_id=completion_id,
         extra_system_prompt=chat.extra_system_prompt,
         sampling=chat.sampling,
-        new_session=new_session,
+        ephemeral=ephemeral,
         keep_after_end=False,
     )
     try:
@@ -121,7 +121,8 @@ def _known_agent(agent_id: str, agents: AgentDirectory, param: str | None) -> st
 def resolve_session(
     request: web.Request, agent_id: str | None, user: str | None, agents: AgentDirectory
 ) -> tuple[str, bool]:
-    """(session key, whether it is brand new): the header's key, a key per OpenAI `user`, or a
+    """(session key, whether it lives for this request only): the header's key, a key per
+    OpenAI `user`, or a
     fresh key for a stateless request."""
     owner = agent_id or agents.default_id
     header = (request.headers.get("x-moltbot-session-key") or "").strip()
