@@ -28,6 +28,7 @@ import os
 import sqlite3
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -455,6 +456,75 @@ def batch_outcomes(done: asyncio.Future[list[Outcome]], size: int) -> list[Outco
         return [(None, SessionStoreError(f"session store batch failed: {exc!r}"))] * size
 
 
+# --- Recent histories in memory ------------------------------------------------------------------
+
+HISTORY_CACHE_SESSIONS = 1024
+
+
+class HistoryCache:
+    """The prompt histories of recently active sessions, kept in step with the writes made
+    through this store, so that a session's next turn needs no database read.
+
+    A read that was in flight while its session was written is not cached (it may predate the
+    write); the next read fetches again."""
+
+    def __init__(self, capacity: int = HISTORY_CACHE_SESSIONS) -> None:
+        self._capacity = capacity
+        # key -> (max_messages it was read with, the messages)
+        self._entries: OrderedDict[str, tuple[int, list[ChatMessage]]] = OrderedDict()
+        self._fetching: dict[str, int] = {}
+        self._stale: set[str] = set()
+
+    def get(self, key: str, max_messages: int) -> list[ChatMessage] | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] != max_messages:
+            return None
+        self._entries.move_to_end(key)
+        return list(entry[1])
+
+    def begin_fetch(self, key: str) -> None:
+        self._fetching[key] = self._fetching.get(key, 0) + 1
+
+    def end_fetch(self, key: str, max_messages: int, messages: list[ChatMessage] | None) -> None:
+        """`messages` is None when the read failed."""
+        left = self._fetching.pop(key) - 1
+        if left:
+            self._fetching[key] = left
+        stale = key in self._stale
+        if not left:
+            self._stale.discard(key)
+        if messages is not None and not stale:
+            self._put(key, max_messages, list(messages))
+
+    def turn_recorded(self, turn: TurnRecord) -> None:
+        self._written(turn.key)
+        entry = self._entries.get(turn.key)
+        if entry is None or turn.status != "ok":
+            return
+        limit, messages = entry
+        messages += [
+            ChatMessage("user", turn.user_text),
+            ChatMessage("assistant", turn.assistant_text),
+        ]
+        whole_pairs = max(0, limit - limit % 2)
+        del messages[: max(0, len(messages) - whole_pairs)]
+
+    def forget(self, key: str) -> None:
+        """The session was reset or deleted."""
+        self._written(key)
+        self._entries.pop(key, None)
+
+    def _written(self, key: str) -> None:
+        if key in self._fetching:
+            self._stale.add(key)
+
+    def _put(self, key: str, max_messages: int, messages: list[ChatMessage]) -> None:
+        self._entries[key] = (max_messages, messages)
+        self._entries.move_to_end(key)
+        if len(self._entries) > self._capacity:
+            self._entries.popitem(last=False)
+
+
 # --- The async face ----------------------------------------------------------------------------
 
 
@@ -478,6 +548,7 @@ class SessionStore:
         self._idle = asyncio.Event()  # no batch is on the database thread
         self._idle.set()
         self._closing: asyncio.Task[None] | None = None
+        self._history = HistoryCache()
 
     @classmethod
     async def open(
@@ -555,7 +626,16 @@ class SessionStore:
     async def prompt_history(self, key: str, max_messages: int = 100) -> list[ChatMessage]:
         """The model's context: the current transcript's "ok" turns, oldest first, at most the
         last `max_messages` messages, always as whole user+assistant pairs."""
-        return await self._call(self._db.prompt_history, key, max_messages)
+        cached = self._history.get(key, max_messages)
+        if cached is not None:
+            return cached
+        self._history.begin_fetch(key)
+        messages = None
+        try:
+            messages = await self._call(self._db.prompt_history, key, max_messages)
+            return messages
+        finally:
+            self._history.end_fetch(key, max_messages, messages)
 
     async def record_turn(self, turn: TurnRecord) -> SessionInfo:
         """Write a finished run, all or nothing: the session row (created on the first turn,
@@ -563,7 +643,13 @@ class SessionStore:
 
         updated_at = ended_at (never moving back); model = turn.model unless None; token totals
         grow by `turn_totals`; turns grows for "ok" runs only; aborted_last_run = "aborted"."""
-        return await self._call(self._db.record_turn, turn)
+        try:
+            info = await self._call(self._db.record_turn, turn)
+        except BaseException:
+            self._history.forget(turn.key)  # outcome unknown: read it again next time
+            raise
+        self._history.turn_recorded(turn)
+        return info
 
     async def messages(self, key: str, limit: int = 200) -> list[TranscriptMessage]:
         """The last `limit` messages of the current transcript (every status), oldest first."""
@@ -580,11 +666,17 @@ class SessionStore:
         """Start a new transcript: new session_id, counters to zero, updated_at = now.
 
         The old messages stay in the file under the old session_id. None if `key` is unknown."""
-        return await self._call(self._db.reset, key, self._now_ms())
+        try:
+            return await self._call(self._db.reset, key, self._now_ms())
+        finally:
+            self._history.forget(key)
 
     async def delete(self, key: str) -> bool:
         """Remove the session and every message it ever had; True if it existed."""
-        return await self._call(self._db.delete, key)
+        try:
+            return await self._call(self._db.delete, key)
+        finally:
+            self._history.forget(key)
 
     async def ensure(self, key: str, agent_id: str) -> SessionInfo:
         """The session `key`, created empty (no turn) for `agent_id` if it does not exist."""

@@ -583,3 +583,62 @@ async def test_a_file_from_a_newer_schema_is_refused(db_path: Path) -> None:
         conn.execute("PRAGMA user_version = 99")
     with pytest.raises(SessionStoreError, match="schema version 99 is newer"):
         await SessionStore.open(db_path)
+
+
+# --- the in-memory history of active sessions ---------------------------------------------------
+
+
+async def test_a_session_s_next_turn_reads_its_history_from_memory(
+    db_path: Path, clock: FakeClock
+) -> None:
+    selects: list[str] = []
+
+    def trace(statement: str) -> None:
+        if "FROM messages" in statement:
+            selects.append(statement)
+
+    cached = await SessionStore.open(db_path, now_ms=clock, trace=trace)
+    try:
+        await cached.record_turn(make_turn("k", 1))
+        assert await cached.prompt_history("k", 4) == pair(1)
+        reads = len(selects)
+        assert reads > 0  # the first read went to the database
+        await cached.record_turn(make_turn("k", 2))
+        await cached.record_turn(make_turn("k", 3, status="aborted"))
+        await cached.record_turn(make_turn("k", 4))
+        from_memory = await cached.prompt_history("k", 4)
+        assert len(selects) == reads  # no database read
+    finally:
+        await cached.close()
+    fresh = await SessionStore.open(db_path, now_ms=clock)
+    try:
+        from_disk = await fresh.prompt_history("k", 4)
+    finally:
+        await fresh.close()
+    assert from_memory == from_disk == pair(2) + pair(4)
+
+
+async def test_reset_and_delete_drop_the_remembered_history(store: SessionStore) -> None:
+    await store.record_turn(make_turn("a", 1))
+    await store.record_turn(make_turn("b", 1))
+    assert await store.prompt_history("a") == pair(1)
+    assert await store.prompt_history("b") == pair(1)
+    await store.reset("a")
+    await store.delete("b")
+    assert await store.prompt_history("a") == []
+    assert await store.prompt_history("b") == []
+    await store.record_turn(make_turn("a", 2))
+    assert await store.prompt_history("a") == pair(2)
+
+
+async def test_a_read_racing_a_write_never_leaves_a_stale_history(store: SessionStore) -> None:
+    await store.record_turn(make_turn("k", 1))
+    for n in range(2, 12):
+        read, _ = await asyncio.gather(
+            store.prompt_history("k"), store.record_turn(make_turn("k", n))
+        )
+        assert read in (
+            [m for i in range(1, n) for m in pair(i)],
+            [m for i in range(1, n + 1) for m in pair(i)],
+        )
+        assert await store.prompt_history("k") == [m for i in range(1, n + 1) for m in pair(i)]
