@@ -23,13 +23,7 @@ class Lanes:
         raises TimeoutError."""
         lock = self._enter(session_key)
         try:
-            async with asyncio.timeout_at(deadline):
-                await lock.acquire()
-                try:
-                    await self._global.acquire()
-                except BaseException:
-                    lock.release()
-                    raise
+            await self._acquire(lock, deadline)
             try:
                 yield
             finally:
@@ -37,6 +31,20 @@ class Lanes:
                 lock.release()
         finally:
             self._leave(session_key)
+
+    async def _acquire(self, lock: asyncio.Lock, deadline: float | None) -> None:
+        if not lock.locked() and not self._global.locked():
+            # Nothing to wait for (the common case): no timer needed.
+            await lock.acquire()
+            await self._global.acquire()
+            return
+        async with asyncio.timeout_at(deadline):
+            await lock.acquire()
+            try:
+                await self._global.acquire()
+            except BaseException:
+                lock.release()
+                raise
 
     def _enter(self, key: str) -> asyncio.Lock:
         lock, users = self._sessions.get(key) or (asyncio.Lock(), 0)

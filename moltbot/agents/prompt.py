@@ -112,30 +112,55 @@ def system_prompt(
     model_ref: str,
     default_ref: str,
     zone: ZoneInfo,
-    files: Sequence[tuple[str, str]],
+    files: tuple[tuple[str, str], ...],
     extra: str | None,
     now: datetime | None = None,
 ) -> str:
-    """The system prompt of one run, section by section."""
-    now = now or datetime.now(zone)
-    sections = ["You are a personal assistant running inside Moltbot."]
+    """The system prompt of one run: fixed sections around the current time."""
+    before, after = _sections(agent, model_ref, default_ref, zone.key, files, extra)
+    stamp = format_timestamp(now) if now else _current_minute(zone)
+    return f"{before}\nCurrent time: {stamp}\n{after}"
+
+
+# Everything but the time is the same for every turn of an agent with the same files and
+# request context: built once, not per request.
+@functools.lru_cache(maxsize=64)
+def _sections(
+    agent: Agent,
+    model_ref: str,
+    default_ref: str,
+    zone_key: str,
+    files: tuple[tuple[str, str], ...],
+    extra: str | None,
+) -> tuple[str, str]:
+    before = ["You are a personal assistant running inside Moltbot."]
     if agent.identity and agent.identity.name:
         emoji = f" {agent.identity.emoji}" if agent.identity.emoji else ""
-        sections.append(f"Your name is {agent.identity.name}{emoji}.")
-    sections += ["## Workspace", f"Your working directory is: {agent.workspace}"]
-    sections += [
-        "## Current Date & Time",
-        f"Time zone: {zone.key}",
-        f"Current time: {format_timestamp(now)}",
-    ]
+        before.append(f"Your name is {agent.identity.name}{emoji}.")
+    before += ["## Workspace", f"Your working directory is: {agent.workspace}"]
+    before += ["## Current Date & Time", f"Time zone: {zone_key}"]
+    after = []
     if extra:
-        sections += ["## Request Context", extra]
+        after += ["## Request Context", extra]
     if files:
-        sections += ["# Project Context", "The following workspace files were loaded:"]
+        after += ["# Project Context", "The following workspace files were loaded:"]
         for name, text in files:
-            sections += [f"## {name}", text]
-    sections += ["## Runtime", _runtime_line(agent.id, model_ref, default_ref)]
-    return "\n".join(sections)
+            after += [f"## {name}", text]
+    after += ["## Runtime", _runtime_line(agent.id, model_ref, default_ref)]
+    return "\n".join(before), "\n".join(after)
+
+
+def _current_minute(zone: ZoneInfo) -> str:
+    """`format_timestamp` of now, worked out once a minute."""
+    minute = int(time.time() // 60)
+    cached = _MINUTE_STAMPS.get(zone.key)
+    if cached is None or cached[0] != minute:
+        cached = (minute, format_timestamp(datetime.now(zone)))
+        _MINUTE_STAMPS[zone.key] = cached
+    return cached[1]
+
+
+_MINUTE_STAMPS: dict[str, tuple[int, str]] = {}
 
 
 @functools.cache
