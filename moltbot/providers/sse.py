@@ -16,6 +16,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import orjson
+
 from moltbot.providers.base import ProviderError, StreamItem
 
 
@@ -98,9 +100,12 @@ class StreamDecoder(ABC):
 
     def parse_json(self, data: str | bytes) -> dict[str, object]:
         try:
-            parsed = json.loads(data)
+            parsed = orjson.loads(data)
         except ValueError:
-            parsed = None
+            try:  # orjson refuses lone surrogates; the stdlib parser keeps them (runtime mends)
+                parsed = json.loads(data)
+            except ValueError:
+                parsed = None
         if not isinstance(parsed, dict):
             snippet = data[:80] if isinstance(data, str) else data[:80].decode(errors="replace")
             raise ProviderError("malformed", f"{self.provider}: unparsable data: {snippet!r}")

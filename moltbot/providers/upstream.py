@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+import orjson
 
 from moltbot.providers.base import ProviderError, StreamItem
 from moltbot.providers.errors import status_error, transport_error, without_secret
@@ -85,7 +86,9 @@ class UpstreamClient:
         out as a scrubbed `ProviderError`."""
         post = self._open_session().post
         try:
-            async with post(url, json=body, headers=headers, allow_redirects=False) as response:
+            data = orjson.dumps(body)  # ~10x faster than json.dumps on a long history
+            headers = {**headers, "Content-Type": "application/json"}
+            async with post(url, data=data, headers=headers, allow_redirects=False) as response:
                 await self._raise_for_status(response)
                 try:
                     yield response

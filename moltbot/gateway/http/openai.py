@@ -11,6 +11,7 @@ import re
 import uuid
 from contextlib import aclosing
 
+import orjson
 from aiohttp import web
 
 from moltbot.agents.directory import AgentDirectory
@@ -144,7 +145,7 @@ async def complete(run: Run, chat: ChatCompletionRequest) -> web.Response:
     if run.status != "ok":
         raise run_failure(run)
     body = completion_body(run.id, chat.model, run.text, run.finish_reason, run.usage)
-    return web.json_response(body)
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
 async def stream_completion(

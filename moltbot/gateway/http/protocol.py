@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from moltbot.agents.prompt import history_context
 from moltbot.gateway.errors import InvalidRequest
 from moltbot.providers.base import SamplingParams, Usage
@@ -256,7 +258,7 @@ class ChunkEncoder:
 
 
 def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+    return orjson.dumps(value)
 
 
 def reject_lone_surrogates(value: Any, param: str = "body") -> None:
