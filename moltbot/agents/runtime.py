@@ -78,6 +78,37 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class IdleTicker:
+    """Sets `wakeup` after `interval` seconds without activity. One timer per idle period,
+    not one per wait: a stream's every chunk would otherwise arm and cancel a timer."""
+
+    def __init__(self, interval: float, wakeup: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._interval = interval
+        self._wakeup = wakeup
+        self._last = self._loop.time()
+        self._due = False
+        self._timer = self._loop.call_at(self._last + interval, self._fire)
+
+    def activity(self) -> None:
+        self._last = self._loop.time()
+
+    def take(self) -> bool:
+        """Whether a tick is due (and consume it)."""
+        due, self._due = self._due, False
+        return due
+
+    def stop(self) -> None:
+        self._timer.cancel()
+
+    def _fire(self) -> None:
+        now = self._loop.time()
+        if now - self._last >= self._interval:
+            self._due, self._last = True, now
+            self._wakeup.set()
+        self._timer = self._loop.call_at(self._last + self._interval, self._fire)
+
+
 @dataclass(eq=False)
 class Run:
     """One turn: its state, and its events for the one consumer that iterates it."""
@@ -114,29 +145,25 @@ class Run:
     async def events(self, idle_timeout: float | None = None) -> AsyncIterator[AgentEvent | None]:
         """The run's events up to and including the terminal one; `None` after every
         `idle_timeout` seconds without one (for keep-alives). Stopping early aborts the run."""
+        ticker = IdleTicker(idle_timeout, self._wakeup) if idle_timeout else None
         try:
             while True:
-                if not self._pending:
-                    if not await self._wait_for_event(idle_timeout):
+                while not self._pending:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    if ticker is not None and ticker.take():
                         yield None
-                        continue
                 event = self._pending.popleft()
+                if ticker is not None:
+                    ticker.activity()
                 yield event
                 if event.is_terminal:
                     return
         finally:
+            if ticker is not None:
+                ticker.stop()
             if not self.done.is_set():
                 self.abort("client disconnected")
-
-    async def _wait_for_event(self, limit: float | None) -> bool:
-        # Waiting on an Event (not a Queue) means a timeout can never lose an event.
-        self._wakeup.clear()
-        try:
-            async with asyncio.timeout(limit):
-                await self._wakeup.wait()
-        except TimeoutError:
-            return False
-        return True
 
     def _push(self, event: AgentEvent) -> None:
         self._pending.append(event)

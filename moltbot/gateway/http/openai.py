@@ -189,8 +189,7 @@ class CompletionStream:
 
     async def delta(self, text: str) -> None:
         stream = await self._open()
-        await self._send_role(stream)
-        await stream.send_json(self._encoder.content(text))
+        await stream.send_json(*self._role(), self._encoder.content(text))
 
     async def finish(self) -> web.StreamResponse:
         run = self._run
@@ -199,26 +198,27 @@ class CompletionStream:
                 raise run_failure(run)
             return await self.fail(run_failure(run))
         stream = await self._open()
-        await self._send_role(stream)
-        await stream.send_json(self._encoder.finish(run.finish_reason))
+        frames = [*self._role(), self._encoder.finish(run.finish_reason)]
         if self._include_usage:
-            await stream.send_json(self._encoder.usage(run.usage))
-        return await stream.done()
+            frames.append(self._encoder.usage(run.usage))
+        return await stream.done(*frames)
 
     async def fail(self, failure: GatewayError) -> web.StreamResponse:
         stream = await self._open()
-        await stream.send(error_body(failure.message, failure.type, code=failure.code))
-        return await stream.done()
+        body = error_body(failure.message, failure.type, code=failure.code)
+        return await stream.done(orjson.dumps(body))
 
     async def _open(self) -> EventStream:
         if self.stream is None:
             self.stream = await EventStream.open(self._request)
         return self.stream
 
-    async def _send_role(self, stream: EventStream) -> None:
-        if not self._role_sent:
-            self._role_sent = True
-            await stream.send_json(self._encoder.role())
+    def _role(self) -> tuple[bytes, ...]:
+        """The role chunk, before the first content of the stream."""
+        if self._role_sent:
+            return ()
+        self._role_sent = True
+        return (self._encoder.role(),)
 
 
 def run_failure(run: Run) -> GatewayError:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from aiohttp import web
 
 SSE_HEADERS = {
@@ -27,17 +24,16 @@ class EventStream:
         await response.prepare(request)
         return cls(response)
 
-    async def send(self, data: dict[str, Any]) -> None:
-        await self.send_json(json.dumps(data, separators=(",", ":")).encode())
-
-    async def send_json(self, payload: bytes) -> None:
-        """One frame from already-encoded JSON."""
-        await self._response.write(b"data: %b\n\n" % payload)
+    async def send_json(self, *payloads: bytes) -> None:
+        """Frames from already-encoded JSON, in one write (one syscall, one TCP segment)."""
+        await self._response.write(b"".join(b"data: %b\n\n" % p for p in payloads))
 
     async def comment(self, text: str) -> None:
         await self._response.write(f": {text}\n\n".encode())
 
-    async def done(self) -> web.StreamResponse:
-        await self._response.write(b"data: [DONE]\n\n")
-        await self._response.write_eof()
+    async def done(self, *payloads: bytes) -> web.StreamResponse:
+        """The last frames, then `[DONE]`, then the end of the response."""
+        await self._response.write_eof(
+            b"".join(b"data: %b\n\n" % p for p in (*payloads, b"[DONE]"))
+        )
         return self._response
