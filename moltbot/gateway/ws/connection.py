@@ -1,8 +1,9 @@
-"""One WebSocket's outgoing side: a byte-bounded queue, one writer task, the per-socket event seq.
+"""One WebSocket's outgoing side: a byte-bounded queue, a drain task, the per-socket event seq.
 
 Nothing that produces frames ever awaits the socket. Frames go into this connection's queue and
-one writer task hands them to the transport in order. `buffered` counts the bytes queued but not
-yet handed over; when a client stops reading, the transport pauses, the writer waits, and
+one drain task hands them to the transport in order. The queue and the task exist only while
+something waits to be sent: an idle socket holds neither. `buffered` counts the bytes queued but
+not yet handed over; when a client stops reading, the transport pauses, the writer waits, and
 `buffered` grows. Past `max_buffered` a droppable event (tick, delta) is skipped, anything else
 closes the socket with 1008 "slow consumer" and frees the queue, so a client that does not read
 cannot grow the server's memory and never slows anyone else down.
@@ -38,6 +39,21 @@ class _Close:
 
 
 class Connection:
+    __slots__ = (
+        "_close_timeout",
+        "_closer",
+        "_closing",
+        "_max_buffered",
+        "_queue",
+        "_transport",
+        "_writer",
+        "buffered",
+        "id",
+        "remote",
+        "seq",
+        "ws",
+    )
+
     def __init__(
         self,
         ws: web.WebSocketResponse,
@@ -56,11 +72,11 @@ class Connection:
         self.buffered = 0
         self._max_buffered = max_buffered
         self._close_timeout = close_timeout
-        self._queue: deque[bytes | _Close] = deque()
-        self._wakeup = asyncio.Event()
+        # Both only while something is queued: created by _push, dropped once drained.
+        self._queue: deque[bytes | _Close] | None = None
+        self._writer: asyncio.Task[None] | None = None
         self._closing: _Close | None = None
         self._closer: asyncio.Task[None] | None = None
-        self._writer = asyncio.create_task(self._write_loop(), name=f"ws writer {conn_id}")
 
     @property
     def open(self) -> bool:
@@ -113,8 +129,14 @@ class Connection:
 
     def _push(self, data: bytes) -> None:
         self.buffered += len(data)
-        self._queue.append(data)
-        self._wakeup.set()
+        self._enqueue(data)
+
+    def _enqueue(self, item: bytes | _Close) -> None:
+        if self._queue is None:
+            self._queue = deque()
+        self._queue.append(item)
+        if self._writer is None:  # one drain task at a time: frames leave in queue order
+            self._writer = asyncio.create_task(self._drain(), name=f"ws writer {self.id}")
 
     # -- closing ------------------------------------------------------------------------------
 
@@ -125,12 +147,12 @@ class Connection:
             return
         self._closing = _Close(code, close_reason(reason))
         if flush:
-            self._queue.append(self._closing)
-            self._wakeup.set()
+            self._enqueue(self._closing)
             return
-        self._queue.clear()
+        self._queue = None
         self.buffered = 0
-        self._writer.cancel()  # it may be stuck waiting for the client to read
+        if self._writer is not None:
+            self._writer.cancel()  # it may be stuck waiting for the client to read
         self._closer = asyncio.create_task(self._close_socket(self._closing, drain=False))
 
     async def finish(self) -> None:
@@ -138,7 +160,7 @@ class Connection:
         flush and complete, then stop the writer."""
         tasks = [t for t in (self._writer, self._closer) if t is not None]
         try:
-            if self._closing is not None:
+            if self._closing is not None and tasks:
                 await asyncio.wait(tasks, timeout=self._close_timeout * 2)
         finally:
             for task in tasks:
@@ -148,12 +170,11 @@ class Connection:
 
     # -- the writer ---------------------------------------------------------------------------
 
-    async def _write_loop(self) -> None:
+    async def _drain(self) -> None:
+        """Send what is queued, in order; end once the queue is empty (the next frame queued
+        starts a new drain task)."""
         try:
-            while True:
-                while not self._queue:
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
+            while self._queue:
                 item = self._queue.popleft()
                 if isinstance(item, _Close):
                     await self._close_socket(item, drain=True)
@@ -168,11 +189,17 @@ class Connection:
             self._give_up()
             if self._transport is not None:
                 self._transport.abort()  # the reader side notices and the handler ends
+        finally:
+            # No await between the empty check and here: nothing can be queued unseen.
+            if self._writer is asyncio.current_task():
+                self._writer = None
+                if not self._queue:
+                    self._queue = None
 
     def _give_up(self) -> None:
         """Nothing more can be written: forget the backlog, refuse new frames."""
         self._closing = self._closing or _Close(1006, "connection lost")
-        self._queue.clear()
+        self._queue = None
         self.buffered = 0
 
     async def _close_socket(self, close: _Close, *, drain: bool) -> None:

@@ -32,12 +32,15 @@ MAX_IN_FLIGHT = 32
 
 
 class Dispatcher:
+    __slots__ = ("_client", "_conn", "_hub", "_in_flight", "_slots")
+
     def __init__(self, hub: Hub, conn: Connection, client: ClientInfo) -> None:
         self._hub = hub
         self._conn = conn
         self._client = client
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
-        self._in_flight: set[asyncio.Task[None]] = set()
+        # Created with the first request: an idle connection keeps no empty set.
+        self._in_flight: set[asyncio.Task[None]] | None = None
 
     async def handle(self, data: str | bytes) -> None:
         try:
@@ -55,6 +58,8 @@ class Dispatcher:
             return
         await self._slots.acquire()
         task = asyncio.create_task(self._run(method, request), name=f"ws {request.method}")
+        if self._in_flight is None:
+            self._in_flight = set()
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
 
@@ -99,7 +104,7 @@ class Dispatcher:
     async def cancel(self) -> None:
         """The socket is gone: stop what its requests were waiting for. Runs they started
         belong to the hub and go on."""
-        tasks = list(self._in_flight)
+        tasks = list(self._in_flight or ())
         for task in tasks:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -9,6 +9,7 @@ import pytest
 from moltbot.agents.events import AgentEvent
 from moltbot.gateway.ws.admission import PendingHandshakes
 from moltbot.gateway.ws.chat_events import ChatProjector
+from moltbot.gateway.ws.connection import Connection
 from moltbot.gateway.ws.dedupe import DedupeCache
 from moltbot.gateway.ws.health import HealthMonitor
 from moltbot.gateway.ws.params import Params
@@ -231,3 +232,46 @@ def test_pending_handshakes_are_capped_in_all_and_per_address():
     for slot in (a2, b1, c1):
         slot.release()
     assert len(pending) == 0 and pending.take("a") is not None
+
+
+class FakeSocket:
+    """Records frames; `gate` holds send_frame (a client that does not read)."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.closed = False
+
+    async def send_frame(self, data: bytes, _type: object) -> None:
+        await self.gate.wait()
+        self.sent.append(data)
+
+
+async def test_an_idle_connection_keeps_no_queue_or_writer_task():
+    ws = FakeSocket()
+    conn = Connection(
+        ws,  # type: ignore[arg-type]
+        transport=None,
+        conn_id="c",
+        remote="",
+        max_buffered=1 << 20,
+        close_timeout=1.0,
+    )
+    assert not hasattr(conn, "__dict__")
+    assert (conn._queue, conn._writer) == (None, None)
+    ws.gate.clear()
+    for i in range(3):
+        assert conn.send_event("tick", {"i": i})
+    writer = conn._writer
+    assert writer is not None and conn.buffered > 0
+    await asyncio.sleep(0)
+    assert conn.send_event("tick", {"i": 3})  # queued behind a blocked send: same task
+    assert conn._writer is writer
+    ws.gate.set()
+    await writer
+    assert (conn._queue, conn._writer, conn.buffered) == (None, None, 0)
+    assert [b'"i":%d' % i in frame for i, frame in enumerate(ws.sent)] == [True] * 4
+    assert conn.send_event("tick", {"i": 4})  # a new drain task once idle again
+    await conn._writer  # type: ignore[misc]
+    assert conn.seq == 5 and conn._writer is None and len(ws.sent) == 5
