@@ -140,10 +140,11 @@ async def test_sdk_stream_closed_early_aborts_the_run(
                 assert chunk.choices[0].delta.content == "alpha"
                 completion_id = chunk.id
                 break
+        # Taken while it runs: an HTTP run is not kept findable once it has ended.
+        run = gateway.runtime.get_run(completion_id)
+        assert run is not None
         await stream.close()
         await up.wait_disconnect(timeout=1.0)
-    run = gateway.runtime.get_run(completion_id)
-    assert run is not None
     await _check_aborted(gateway, run, key, "alpha")
     await _still_serving(gateway)
 
