@@ -102,6 +102,7 @@ class Gateway:
 
 
 StartGateway = Callable[..., Awaitable[Gateway]]
+ServeApp = Callable[[web.Application, Config], Awaitable[Gateway]]
 
 
 @pytest.fixture
@@ -112,19 +113,27 @@ def state_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def start_gateway() -> AsyncIterator[StartGateway]:
+async def serve_app() -> AsyncIterator[ServeApp]:
+    """Serve an app built by `build_app` (and perhaps adjusted by the test) on 127.0.0.1, the
+    way `moltbot gateway` does; stopped at the end of the test."""
     started: list[Gateway] = []
 
-    async def start(config: Config, *, retry_policy: RetryPolicy = FAST_RETRIES) -> Gateway:
-        app = build_app(config, retry_policy=retry_policy)
+    async def serve(app: web.Application, config: Config) -> Gateway:
         runner = make_runner(app, config)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
-        port = runner.addresses[0][1]
-        gateway = Gateway(app, runner, f"http://127.0.0.1:{port}", config)
+        gateway = Gateway(app, runner, f"http://127.0.0.1:{runner.addresses[0][1]}", config)
         started.append(gateway)
         return gateway
 
-    yield start
+    yield serve
     for gateway in reversed(started):
         await gateway.stop()
+
+
+@pytest.fixture
+def start_gateway(serve_app: ServeApp) -> StartGateway:
+    async def start(config: Config, *, retry_policy: RetryPolicy = FAST_RETRIES) -> Gateway:
+        return await serve_app(build_app(config, retry_policy=retry_policy), config)
+
+    return start

@@ -11,9 +11,8 @@ import pytest
 from moltbot.config.model import Config
 from moltbot.gateway.http.openai import KEEPALIVE_KEY
 from moltbot.gateway.server import build_app
-from tests.conftest import Gateway, StartGateway
+from tests.conftest import Gateway, ServeApp, StartGateway
 from tests.fake_upstreams import FakeOpenAI, FakeUsage
-from tests.gateway.http.conftest import ServeApp
 from tests.gateway.http.helpers import (
     CHAT_PATH,
     DONE,

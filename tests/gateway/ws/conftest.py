@@ -10,9 +10,9 @@ from aiohttp import web
 
 from moltbot.client import GatewayClient
 from moltbot.config.model import Config
-from moltbot.gateway.server import build_app, make_runner
+from moltbot.gateway.server import build_app
 from moltbot.gateway.ws import WsOptions
-from tests.conftest import FAST_RETRIES, TOKEN, Gateway
+from tests.conftest import FAST_RETRIES, TOKEN, Gateway, ServeApp
 from tests.fake_upstreams import FakeOpenAI, echo_last_user
 from tests.gateway.ws.wsutil import Probe
 
@@ -22,9 +22,8 @@ OpenClient = Callable[..., Awaitable[GatewayClient]]
 
 
 @pytest.fixture
-async def start_ws() -> AsyncIterator[StartWs]:
+def start_ws(serve_app: ServeApp) -> StartWs:
     """Like `start_gateway`, with the WS options a test needs (short ticks, small buffers)."""
-    started: list[Gateway] = []
 
     async def start(
         config: Config,
@@ -36,16 +35,9 @@ async def start_ws() -> AsyncIterator[StartWs]:
         app = build_app(config, retry_policy=FAST_RETRIES, ws_options=options)
         if customize is not None:
             customize(app)
-        runner = make_runner(app, config)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        gateway = Gateway(app, runner, f"http://127.0.0.1:{runner.addresses[0][1]}", config)
-        started.append(gateway)
-        return gateway
+        return await serve_app(app, config)
 
-    yield start
-    for gateway in reversed(started):
-        await gateway.stop()
+    return start
 
 
 @pytest.fixture
