@@ -66,11 +66,6 @@ class NotFound(GatewayError):
     type = "invalid_request_error"
 
 
-class PayloadTooLarge(GatewayError):
-    status = 413
-    type = "invalid_request_error"
-
-
 class UpstreamError(GatewayError):
     status = 502
     type = "upstream_error"
