@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,7 @@ class AgentDirectory:
     def default(self) -> Agent:
         return self._agents[self.default_id]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Agent]:
+        """Every agent, the default first."""
         yield self.default
         yield from (a for a in self._agents.values() if not a.is_default)
