@@ -23,7 +23,7 @@ from moltbot.providers.base import (
 from moltbot.providers.errors import MAX_DETAIL_CHARS
 from moltbot.providers.jsonshape import integer, obj, text
 from moltbot.providers.sse import SSEFrame, StreamDecoder
-from moltbot.providers.upstream import UpstreamClient
+from moltbot.providers.upstream import HttpProvider
 
 ANTHROPIC_VERSION = "2023-06-01"
 # The API requires max_tokens; used when neither the request nor the model config sets it.
@@ -51,35 +51,23 @@ USAGE_FIELDS = (
 )
 
 
-class AnthropicProvider:
+class AnthropicProvider(HttpProvider):
     def __init__(
-        self,
-        config: ProviderConfig,
-        *,
-        connect_timeout: float = 10,
-        read_timeout: float = 300,
+        self, config: ProviderConfig, *, connect_timeout: float = 10, read_timeout: float = 300
     ) -> None:
-        self.name = config.name
-        self._url = config.base_url.rstrip("/") + "/v1/messages"
-        self._headers = request_headers(config)
-        self._model_max_tokens = {model.id: model.max_tokens for model in config.models}
-        self._client = UpstreamClient(
-            config.name,
-            config.api_key,
+        super().__init__(
+            config,
+            "/v1/messages",
+            request_headers(config),
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
         )
-
-    def __repr__(self) -> str:  # the default would show the headers, API key included
-        return f"AnthropicProvider(name={self.name!r}, url={self._url!r})"
+        self._model_max_tokens = {model.id: model.max_tokens for model in config.models}
 
     def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
         body = request_body(request, self._max_tokens(request))
         decoder = MessageEventDecoder(self.name)
         return self._client.stream(self._url, self._headers, body, decoder)
-
-    async def close(self) -> None:
-        await self._client.close()
 
     def _max_tokens(self, request: ModelRequest) -> int:
         if request.sampling.max_tokens is not None:

@@ -25,7 +25,7 @@ from moltbot.providers.base import (
 from moltbot.providers.errors import MAX_DETAIL_CHARS, message_in
 from moltbot.providers.jsonshape import first, integer, obj, text
 from moltbot.providers.sse import SSEFrame, StreamDecoder
-from moltbot.providers.upstream import UpstreamClient
+from moltbot.providers.upstream import HttpProvider
 
 # Sampling fields forwarded under the same name when set (`stop` needs a list, see below).
 PLAIN_SAMPLING_FIELDS = (
@@ -38,37 +38,25 @@ PLAIN_SAMPLING_FIELDS = (
 )
 
 
-class OpenAICompatProvider:
+class OpenAICompatProvider(HttpProvider):
     def __init__(
-        self,
-        config: ProviderConfig,
-        *,
-        connect_timeout: float = 10,
-        read_timeout: float = 300,
+        self, config: ProviderConfig, *, connect_timeout: float = 10, read_timeout: float = 300
     ) -> None:
-        self.name = config.name
-        self._url = config.base_url.rstrip("/") + "/chat/completions"
-        self._headers = request_headers(config)
-        self._client = UpstreamClient(
-            config.name,
-            config.api_key,
+        super().__init__(
+            config,
+            "/chat/completions",
+            request_headers(config),
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
         )
-
-    def __repr__(self) -> str:  # the default would show the headers, API key included
-        return f"OpenAICompatProvider(name={self.name!r}, url={self._url!r})"
 
     def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
         decoder = ChatChunkDecoder(self.name)
         return self._client.stream(self._url, self._headers, request_body(request), decoder)
 
-    async def close(self) -> None:
-        await self._client.close()
-
 
 def request_headers(config: ProviderConfig) -> dict[str, str]:
-    headers = {"Accept": "text/event-stream"}
+    headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
     if config.api_key:
         headers["Authorization"] = f"Bearer {config.api_key}"
     headers.update(config.headers)  # configured headers win, e.g. a custom auth scheme

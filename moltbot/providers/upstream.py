@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from moltbot.config.model import ProviderConfig
 from moltbot.providers.base import ProviderError, StreamItem
 from moltbot.providers.errors import status_error, transport_error, without_secret
 from moltbot.providers.sse import StreamDecoder
@@ -87,7 +88,6 @@ class UpstreamClient:
         post = self._open_session().post
         try:
             data = orjson.dumps(body)  # ~10x faster than json.dumps on a long history
-            headers = {**headers, "Content-Type": "application/json"}
             async with post(url, data=data, headers=headers, allow_redirects=False) as response:
                 await self._raise_for_status(response)
                 try:
@@ -122,3 +122,30 @@ async def _read_at_most(content: aiohttp.StreamReader, limit: int) -> bytes:
             break
         data += chunk
     return bytes(data)
+
+
+class HttpProvider:
+    """What the network providers share: a name, one URL, fixed headers (the provider's
+    builder sets Content-Type and the API key) and one `UpstreamClient`."""
+
+    def __init__(
+        self,
+        config: ProviderConfig,
+        path: str,
+        headers: dict[str, str],
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+    ) -> None:
+        self.name = config.name
+        self._url = config.base_url.rstrip("/") + path
+        self._headers = headers
+        self._client = UpstreamClient(
+            config.name, config.api_key, connect_timeout=connect_timeout, read_timeout=read_timeout
+        )
+
+    def __repr__(self) -> str:  # the default would show the headers, API key included
+        return f"{type(self).__name__}(name={self.name!r}, url={self._url!r})"
+
+    async def close(self) -> None:
+        await self._client.close()

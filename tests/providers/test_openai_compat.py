@@ -29,6 +29,7 @@ async def test_request_shape_and_headers(openai_up: FakeOpenAI) -> None:
     assert (seen.method, seen.path) == ("POST", "/v1/chat/completions")
     assert seen.headers["Authorization"] == f"Bearer {API_KEY}"
     assert seen.headers["X-Team"] == "core"
+    assert seen.headers.getall("Content-Type") == ["application/json"]
     assert seen.json == {
         "model": "m1",
         "messages": [
