@@ -51,10 +51,9 @@ HISTORY_MESSAGES = 100
 class InvalidTurn(ValueError):
     """The request cannot become a run (unknown agent, empty message, …)."""
 
-    def __init__(self, message: str, *, code: str = "invalid_request", param: str | None = None):
+    def __init__(self, message: str, *, code: str = "invalid_request") -> None:
         super().__init__(message)
         self.code = code
-        self.param = param
 
 
 class AgentRuntime:
@@ -86,7 +85,7 @@ class AgentRuntime:
         """Validate and schedule a turn. Raises `InvalidTurn`; never blocks."""
         agent = self._agent_for(request)
         if not request.message.strip():
-            raise InvalidTurn("message must not be empty", param="message")
+            raise InvalidTurn("message must not be empty")
         run_id = request.run_id or f"run_{uuid.uuid4().hex}"
         if self.get_run(run_id) is not None:
             raise InvalidTurn(f'run id "{run_id}" is already in use', code="duplicate_run")
@@ -100,8 +99,7 @@ class AgentRuntime:
         agent_id = request.agent_id or key_agent or self.agents.default_id
         if request.agent_id and key_agent and key_agent != request.agent_id:
             raise InvalidTurn(
-                f'agent "{request.agent_id}" does not match session key agent "{key_agent}"',
-                param="agentId",
+                f'agent "{request.agent_id}" does not match session key agent "{key_agent}"'
             )
         agent = self.agents.get(agent_id)
         if agent is None:

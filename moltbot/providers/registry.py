@@ -56,10 +56,6 @@ class ProviderRegistry:
         }
         return cls(providers, _first_model_ref(models))
 
-    @property
-    def names(self) -> list[str]:
-        return list(self._providers)
-
     def resolve(self, ref: str) -> tuple[Provider, str]:
         """The provider and the provider's own model id for "provider/model"."""
         provider_name, _, model = ref.partition("/")

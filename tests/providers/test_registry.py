@@ -39,7 +39,12 @@ def test_default_ref_is_first_provider_with_models() -> None:
     registry = ProviderRegistry.from_config(models)
     assert registry.default_ref() == "main/gpt-x"
     assert not registry.uses_offline_default
-    assert registry.names == ["empty", "main", "builtin"]
+    # Looked up lower-cased ("Main" is found as "main"); the offline provider is always there.
+    assert [registry.resolve(ref)[0].name for ref in ("empty/a", "main/b", "builtin/echo")] == [
+        "empty",
+        "main",
+        "builtin",
+    ]
 
 
 def test_api_selects_the_provider_class() -> None:
