@@ -42,7 +42,7 @@ def test_default_ref_is_first_provider_with_models() -> None:
     # Looked up lower-cased ("Main" is found as "main"); the offline provider is always there.
     assert [registry.resolve(ref)[0].name for ref in ("empty/a", "main/b", "builtin/echo")] == [
         "empty",
-        "main",
+        "Main",
         "builtin",
     ]
 
