@@ -177,8 +177,8 @@ def _final_text(result: Any) -> str | None:
 
 
 class ReplyPrinter:
-    """Writes a run's assistant text as it grows. Events carry the whole text so far, so a
-    missed event costs nothing: we print whatever is new."""
+    """Writes a run's assistant text as it grows: each event carries the new text (`delta`).
+    The final answer is compared with what was printed, and whatever is missing follows."""
 
     def __init__(self, run_id: str, out: TextIO) -> None:
         self._run_id = run_id
@@ -190,7 +190,9 @@ class ReplyPrinter:
         if event.name != "agent" or payload.get("runId") != self._run_id:
             return
         if payload.get("stream") == "assistant":
-            self._write(payload.get("data", {}).get("text", ""))
+            delta = payload.get("data", {}).get("delta")
+            if isinstance(delta, str):
+                self._write(self._printed + delta)
 
     def finish(self, text: str | None) -> None:
         if text:

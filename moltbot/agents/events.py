@@ -1,7 +1,9 @@
 """Agent events: what a run reports, in order, to whoever consumes it.
 
-One shape serves every transport: HTTP turns `assistant` deltas into SSE chunks, the WS control
-plane forwards `payload()` as the `agent` event. `seq` starts at 1 per run and grows by one.
+Each event carries one typed item holding only what is new: a text fragment, a fragment of a
+tool call, the usage, the start and the end. No event holds the text so far; a transport that
+needs a running total (a chat view, a non-streamed answer) keeps it itself, so the memory a run
+needs in flight does not grow with its answer. `seq` starts at 1 per run and grows by one.
 """
 
 from __future__ import annotations
@@ -11,40 +13,141 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from moltbot.logs import get_logger
+from moltbot.providers.base import Usage
 
 log = get_logger("moltbot.agents")
 
 Stream = Literal["lifecycle", "assistant", "usage"]
+RunStatus = Literal["queued", "running", "ok", "error", "aborted"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    started_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class TextChunk:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallChunk:
+    """Part of the answer's `index`-th tool call: id and name in its first chunk, then
+    fragments of the JSON arguments."""
+
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnded:
+    status: RunStatus  # "ok", "error" or "aborted"
+    started_at: int | None
+    ended_at: int
+    finish_reason: str  # "stop", "length" or "tool_calls"
+    model: str | None
+    error: str | None = None  # the error text, or the abort reason
+    error_kind: str | None = None
+
+
+EventItem = RunStarted | TextChunk | ToolCallChunk | UsageReport | RunEnded
 
 
 @dataclass(frozen=True, slots=True)
 class AgentEvent:
     run_id: str
     seq: int
-    stream: Stream
     ts: int  # ms since the epoch
-    data: dict[str, Any]
     session_key: str
+    item: EventItem
+
+    @property
+    def stream(self) -> Stream:
+        if isinstance(self.item, TextChunk | ToolCallChunk):
+            return "assistant"
+        return "usage" if isinstance(self.item, UsageReport) else "lifecycle"
+
+    @property
+    def is_terminal(self) -> bool:
+        return isinstance(self.item, RunEnded)
 
     @property
     def phase(self) -> str | None:
         """ "start" / "end" / "error" for lifecycle events, else None."""
-        return self.data.get("phase") if self.stream == "lifecycle" else None
+        if isinstance(self.item, RunStarted):
+            return "start"
+        if isinstance(self.item, RunEnded):
+            return "error" if self.item.status == "error" else "end"
+        return None
 
     @property
-    def is_terminal(self) -> bool:
-        return self.phase in ("end", "error")
+    def data(self) -> dict[str, Any]:
+        """The item as the `agent` event's `data`."""
+        return event_data(self.item)
 
     def payload(self) -> dict[str, Any]:
-        """The reference's `agent` event payload."""
+        """The reference's `agent` event payload. Assistant events carry the new text only
+        (`delta`), not the reference's cumulative `text`: that would make a long answer cost
+        quadratic bytes."""
         return {
             "runId": self.run_id,
             "seq": self.seq,
             "stream": self.stream,
             "ts": self.ts,
-            "data": self.data,
+            "data": event_data(self.item),
             "sessionKey": self.session_key,
         }
+
+
+def event_data(item: EventItem) -> dict[str, Any]:
+    if isinstance(item, TextChunk):
+        return {"delta": item.text}
+    if isinstance(item, ToolCallChunk):
+        call: dict[str, Any] = {"index": item.index, "argumentsDelta": item.arguments}
+        if item.id is not None:
+            call["id"] = item.id
+        if item.name is not None:
+            call["name"] = item.name
+        return {"toolCall": call}
+    if isinstance(item, UsageReport):
+        return usage_data(item.usage)
+    if isinstance(item, RunStarted):
+        return {"phase": "start", "startedAt": item.started_at}
+    return end_data(item)
+
+
+def end_data(end: RunEnded) -> dict[str, Any]:
+    data: dict[str, Any] = {"startedAt": end.started_at, "endedAt": end.ended_at}
+    if end.status == "error":
+        return {"phase": "error", **data, "error": end.error, "kind": end.error_kind}
+    data.update(
+        phase="end",
+        aborted=end.status == "aborted",
+        finishReason=end.finish_reason,
+        model=end.model,
+    )
+    if end.status == "aborted":
+        data["reason"] = end.error
+    return data
+
+
+def usage_data(usage: Usage) -> dict[str, int]:
+    """Token usage as the reference's event and session fields name it."""
+    return {
+        "input": usage.input_tokens,
+        "output": usage.output_tokens,
+        "cacheRead": usage.cache_read_tokens,
+        "cacheWrite": usage.cache_write_tokens,
+        "total": usage.prompt_tokens + usage.output_tokens,
+    }
 
 
 Listener = Callable[[AgentEvent], None]

@@ -1,4 +1,4 @@
-"""What the model is told: the system prompt, the history-context block, message timestamps."""
+"""What the model is told: the system prompt and message timestamps."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import platform
 import re
 import socket
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,8 +21,6 @@ BOOTSTRAP_FILES = ("AGENTS.md", "SOUL.md", "TOOLS.md", "IDENTITY.md", "USER.md")
 # and a busy gateway does not re-read five files for every request.
 WORKSPACE_CACHE_SECONDS = 2.0
 
-HISTORY_CONTEXT_MARKER = "[Chat messages since your last reply - for context]"
-CURRENT_MESSAGE_MARKER = "[Current message - respond to this]"
 
 _ENVELOPE = re.compile(r"^\[[^\]]*\d{4}-\d{2}-\d{2} \d{2}:\d{2}")
 
@@ -51,17 +48,6 @@ def with_timestamp_prefix(message: str, zone: ZoneInfo, now: datetime | None = N
     if not message.strip() or _ENVELOPE.match(message) or "Current time: " in message:
         return message
     return f"[{format_timestamp(now or datetime.now(zone))}] {message}"
-
-
-def history_context(history: Sequence[tuple[str, str]], current: tuple[str, str]) -> str:
-    """The reference's in-prompt history block: earlier `(sender, body)` lines, then the current.
-    With no history the prompt is the current body alone, without sender or markers."""
-    if not history:
-        return current[1]
-    lines = [f"{sender}: {body}" for sender, body in history]
-    return "\n".join(
-        [HISTORY_CONTEXT_MARKER, *lines, "", CURRENT_MESSAGE_MARKER, f"{current[0]}: {current[1]}"]
-    )
 
 
 def truncate_file(name: str, text: str, max_chars: int) -> str:

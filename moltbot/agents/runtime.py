@@ -1,7 +1,7 @@
 """The one run codepath. HTTP, WebSocket and CLI all start turns here.
 
 `runtime.start(request)` validates and schedules a turn and returns its `Run`; iterating the run
-yields `AgentEvent`s as they happen: lifecycle start, assistant deltas, usage, lifecycle end/error.
+yields `AgentEvent`s as they happen: the start, text and tool-call fragments, usage, the end.
 Each run works in its own task so that its timeout and abort never land in the consumer's code;
 when the consumer stops iterating before the end (a client went away), the run is aborted and its
 upstream request closed.
@@ -14,23 +14,39 @@ import contextlib
 import time
 import uuid
 from collections import OrderedDict
-from typing import Any
 
 from moltbot.agents.directory import Agent, AgentDirectory
-from moltbot.agents.events import AgentEvent, EventBus, Stream
+from moltbot.agents.events import (
+    AgentEvent,
+    EventBus,
+    EventItem,
+    RunEnded,
+    RunStarted,
+    TextChunk,
+    UsageReport,
+    usage_data,
+)
 from moltbot.agents.lanes import Lanes
 from moltbot.agents.prompt import WorkspaceFiles, resolve_timezone, system_prompt
-from moltbot.agents.run import Run, RunStatus, TurnRequest, now_ms
+from moltbot.agents.run import (
+    AnswerTooLarge,
+    Run,
+    RunStatus,
+    SlowConsumer,
+    TurnRequest,
+    now_ms,
+)
 from moltbot.agents.session_keys import agent_of_key
 from moltbot.agents.sessions import SessionStore, TurnRecord
 from moltbot.config.model import Config
+from moltbot.content import Message, well_formed
 from moltbot.logs import get_logger
 from moltbot.providers.base import (
-    ChatMessage,
     Finish,
     ModelRequest,
     ProviderError,
     TextDelta,
+    ToolCallDelta,
     Usage,
 )
 from moltbot.providers.failover import FailoverStream, RetryPolicy
@@ -64,6 +80,7 @@ class AgentRuntime:
         store: SessionStore,
         providers: ProviderRegistry,
         retry_policy: RetryPolicy | None = None,
+        stall_seconds: float | None = None,
     ) -> None:
         defaults = config.agents.defaults
         self.agents = AgentDirectory(config)
@@ -75,6 +92,7 @@ class AgentRuntime:
         self._files = WorkspaceFiles(defaults.bootstrap_max_chars)
         self._lanes = Lanes(defaults.max_concurrent)
         self._retry = retry_policy or RetryPolicy()
+        self._stall_seconds = stall_seconds
         self._stop_deadline: float | None = None
         self._active: dict[str, Run] = {}
         self._recent: OrderedDict[str, tuple[float, Run]] = OrderedDict()
@@ -84,12 +102,15 @@ class AgentRuntime:
     def start(self, request: TurnRequest) -> Run:
         """Validate and schedule a turn. Raises `InvalidTurn`; never blocks."""
         agent = self._agent_for(request)
-        if not request.message.strip():
-            raise InvalidTurn("message must not be empty")
+        if not any(m.text.strip() or m.images or m.role == "tool" for m in request.input):
+            raise InvalidTurn("message must not be empty", code="empty_message")
+        self._check_images(agent, request)
         run_id = request.run_id or f"run_{uuid.uuid4().hex}"
         if self.get_run(run_id) is not None:
             raise InvalidTurn(f'run id "{run_id}" is already in use', code="duplicate_run")
         run = Run(id=run_id, session_key=request.session_key, agent=agent, request=request)
+        if self._stall_seconds is not None:
+            run.stall_seconds = self._stall_seconds
         self._active[run_id] = run
         run._task = asyncio.create_task(self._execute(run), name=f"run {run_id}")
         return run
@@ -105,6 +126,19 @@ class AgentRuntime:
         if agent is None:
             raise InvalidTurn(f'unknown agent id "{agent_id}"', code="agent_not_found")
         return agent
+
+    def _check_images(self, agent: Agent, request: TurnRequest) -> None:
+        """Images go only to a model whose config says it takes them: a clear refusal, not a
+        silent drop. The primary model decides (fallbacks are tried with what it accepted)."""
+        if not any(m.images for m in (*request.context, *request.input)):
+            return
+        ref = (agent.model_refs or (self.providers.default_ref(),))[0]
+        if not self.providers.takes_images(ref):
+            raise InvalidTurn(
+                f'model "{ref}" does not take image input (set input: ["text", "image"] on '
+                "the model in models.providers if it does)",
+                code="image_input_unsupported",
+            )
 
     def get_run(self, run_id: str) -> Run | None:
         """A running run, or one that finished in the last ten minutes."""
@@ -142,11 +176,15 @@ class AgentRuntime:
     async def _run_in_lane(self, run: Run, deadline: float) -> None:
         try:
             run.status, run.started_at = "running", now_ms()
-            self._emit(run, "lifecycle", {"phase": "start", "startedAt": run.started_at})
+            self._emit(run, RunStarted(run.started_at))
             async with asyncio.timeout_at(deadline):
                 await self._call_model(run)
         except asyncio.CancelledError:
             await self._finish(run, "aborted", run._abort_reason or "aborted", "aborted")
+        except SlowConsumer as exc:
+            await self._finish(run, "aborted", f"slow consumer: {exc}", "aborted")
+        except AnswerTooLarge as exc:
+            await self._finish(run, "error", str(exc), "malformed")
         except TimeoutError:
             await self._finish(run, "error", "agent run timed out", "timeout")
         except ProviderError as exc:
@@ -163,22 +201,32 @@ class AgentRuntime:
         refs = run.agent.model_refs or (self.providers.default_ref(),)
         request = await self._model_request(run, refs[0])
         stream = FailoverStream(self.providers, refs, request, self._retry)
+        answer = run.answer
         try:
             async for item in stream:
                 run.model_ref = stream.model_ref
                 if isinstance(item, TextDelta):
                     delta = item.text if item.text.isascii() else valid_text(item.text)
-                    run.text += delta
-                    self._emit(run, "assistant", {"text": run.text, "delta": delta})
+                    answer.add_text(delta)
+                    await self._relay(run, TextChunk(delta))
+                elif isinstance(item, ToolCallDelta):
+                    chunk = answer.add_tool_call(
+                        item.index, item.id, item.name, valid_text(item.arguments)
+                    )
+                    await self._relay(run, chunk)
                 elif isinstance(item, Usage):
                     run.usage = item
                 elif isinstance(item, Finish):
                     run.finish_reason = item.reason
         finally:
             await stream.aclose()
+        if answer.tool_calls:  # some servers end a tool-call answer with "stop"
+            run.finish_reason = "tool_calls"
+        elif run.finish_reason == "tool_calls":
+            run.finish_reason = "stop"
 
     async def _model_request(self, run: Run, model_ref: str) -> ModelRequest:
-        history: list[ChatMessage] = []
+        history: list[Message] = []
         if not run.request.ephemeral:
             history = await self.store.prompt_history(run.session_key, HISTORY_MESSAGES)
         files = await self._files.load(run.agent.workspace)
@@ -190,9 +238,13 @@ class AgentRuntime:
             files=files,
             extra=run.request.extra_system_prompt,
         )
-        messages = (*history, ChatMessage("user", run.request.message))
+        messages = well_formed([*history, *run.request.context, *run.request.input])
         return ModelRequest(
-            model="", system=system, messages=messages, sampling=run.request.sampling
+            model="",
+            system=system,
+            messages=tuple(messages),
+            sampling=run.request.sampling,
+            tools=run.request.tools,
         )
 
     # -- ending a run ------------------------------------------------------------------------
@@ -211,8 +263,17 @@ class AgentRuntime:
                 await self._record(run)
         finally:
             if run.usage is not None:
-                self._emit(run, "usage", usage_data(run.usage))
-            self._emit(run, "lifecycle", self._end_data(run))
+                self._emit(run, UsageReport(run.usage))
+            end = RunEnded(
+                status=run.status,
+                started_at=run.started_at,
+                ended_at=run.ended_at,
+                finish_reason=run.finish_reason,
+                model=run.model_ref,
+                error=run.error,
+                error_kind=run.error_kind,
+            )
+            self._emit(run, end)
             self._retire(run)
 
     async def _record(self, run: Run) -> None:
@@ -220,8 +281,7 @@ class AgentRuntime:
             key=run.session_key,
             agent_id=run.agent.id,
             run_id=run.id,
-            user_text=run.request.message,
-            assistant_text=run.text,
+            messages=(*run.request.input, run.answer.message()),
             status=run.status,  # type: ignore[arg-type]  # ended: "ok", "error" or "aborted"
             started_at=run.started_at or run.ended_at or now_ms(),
             ended_at=run.ended_at or now_ms(),
@@ -236,25 +296,22 @@ class AgentRuntime:
             if run.status == "ok":
                 run.status, run.error, run.error_kind = "error", "could not save the turn", "store"
 
-    def _end_data(self, run: Run) -> dict[str, Any]:
-        data: dict[str, Any] = {"startedAt": run.started_at, "endedAt": run.ended_at}
-        if run.status == "error":
-            return {"phase": "error", **data, "error": run.error, "kind": run.error_kind}
-        data.update(
-            phase="end",
-            aborted=run.status == "aborted",
-            finishReason=run.finish_reason,
-            model=run.model_ref,
-        )
-        if run.status == "aborted":
-            data["reason"] = run.error
-        return data
-
-    def _emit(self, run: Run, stream: Stream, data: dict[str, Any]) -> None:
+    def _event(self, run: Run, item: EventItem) -> AgentEvent:
         run.seq += 1
-        event = AgentEvent(run.id, run.seq, stream, now_ms(), data, run.session_key)
+        return AgentEvent(run.id, run.seq, now_ms(), run.session_key, item)
+
+    def _emit(self, run: Run, item: EventItem) -> None:
+        """Start, usage and end: queued without waiting (a few per run)."""
+        event = self._event(run, item)
         run._push(event)
         self.bus.publish(event)
+
+    async def _relay(self, run: Run, item: EventItem) -> None:
+        """A fragment of the reply: waits while the consumer's buffer is full, so a slow
+        reader holds the upstream back instead of growing memory."""
+        event = self._event(run, item)
+        self.bus.publish(event)
+        await run._put(event)
 
     def _retire(self, run: Run) -> None:
         run.done.set()
@@ -301,14 +358,3 @@ def valid_text(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return text
-
-
-def usage_data(usage: Usage) -> dict[str, int]:
-    """Token usage as the reference's event and session fields name it."""
-    return {
-        "input": usage.input_tokens,
-        "output": usage.output_tokens,
-        "cacheRead": usage.cache_read_tokens,
-        "cacheWrite": usage.cache_write_tokens,
-        "total": usage.prompt_tokens + usage.output_tokens,
-    }

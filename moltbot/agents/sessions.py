@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import sqlite3
 import time
@@ -36,11 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from moltbot.providers.base import ChatMessage, Role, Usage
+from moltbot.content import Message, Role, TextPart, message_from_json, message_to_json
+from moltbot.providers.base import Usage
 
 Status = Literal["ok", "error", "aborted"]
 
-SCHEMA_VERSION = 1  # stored in PRAGMA user_version; bump it with each migration
+SCHEMA_VERSION = 2  # stored in PRAGMA user_version; bump it with each migration
 
 T = TypeVar("T")
 
@@ -66,15 +68,23 @@ class SessionInfo:
 
 @dataclass(frozen=True, slots=True)
 class TranscriptMessage:
-    role: Role
-    content: str
+    message: Message
     run_id: str
     ts: int
     status: Status  # the status of the turn the message belongs to
-    model: str | None = None  # model, tokens and error are set on assistant messages only
+    model: str | None = None  # model, tokens and error are set on a turn's reply only
     input_tokens: int | None = None
     output_tokens: int | None = None
     error: str | None = None
+
+    @property
+    def role(self) -> Role:
+        return self.message.role
+
+    @property
+    def content(self) -> str:
+        """The message's text."""
+        return self.message.text
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +92,9 @@ class TurnRecord:
     key: str
     agent_id: str
     run_id: str
-    user_text: str
-    assistant_text: str  # partial text for aborted and failed runs
+    # The turn's input (a user message, or tool results and the call they answer), then the
+    # assistant's reply, last: partial for aborted and failed runs.
+    messages: tuple[Message, ...]
     status: Status
     started_at: int
     ended_at: int
@@ -135,13 +146,45 @@ CREATE TABLE messages (
 CREATE INDEX messages_by_session ON messages (session_key, session_id, id);
 """
 
+# v2: structured messages. Tool messages join the roles, and `parts` holds the message as JSON
+# (content.message_to_json) unless it is plain text, which stays in `content` alone. `content`
+# is always the message's text, for previews and search. SQLite cannot change a CHECK in place,
+# so the table is rebuilt; its rowids (the transcript order) are copied as they are.
+MIGRATE_V1_TO_V2 = """
+CREATE TABLE messages_v2 (
+    id INTEGER PRIMARY KEY,
+    session_key TEXT NOT NULL REFERENCES sessions (key) ON DELETE CASCADE,
+    session_id TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('user', 'assistant', 'tool')),
+    content TEXT NOT NULL,
+    parts TEXT,
+    run_id TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'error', 'aborted')),
+    model TEXT,
+    input_tokens INTEGER,
+    output_tokens INTEGER,
+    error TEXT
+);
+INSERT INTO messages_v2 (id, session_key, session_id, role, content, run_id, ts, status,
+                         model, input_tokens, output_tokens, error)
+    SELECT id, session_key, session_id, role, content, run_id, ts, status,
+           model, input_tokens, output_tokens, error FROM messages;
+DROP TABLE messages;
+ALTER TABLE messages_v2 RENAME TO messages;
+CREATE INDEX messages_by_session ON messages (session_key, session_id, id);
+"""
+MIGRATIONS = {0: SCHEMA_V1, 1: MIGRATE_V1_TO_V2}  # from version n to n + 1
+
 # --- Statements (constant strings, so sqlite3's statement cache prepares each once) ----------
 
 SESSION_COLUMNS = (
     "key, agent_id, session_id, created_at, updated_at, model,"
     " input_tokens, output_tokens, total_tokens, turns, aborted_last_run"
 )
-MESSAGE_COLUMNS = "role, content, run_id, ts, status, model, input_tokens, output_tokens, error"
+MESSAGE_COLUMNS = (
+    "role, content, parts, run_id, ts, status, model, input_tokens, output_tokens, error"
+)
 
 GET_SESSION = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE key = ?"
 
@@ -159,11 +202,9 @@ ON CONFLICT (key) DO UPDATE SET
 RETURNING {SESSION_COLUMNS}
 """
 
-INSERT_TURN_MESSAGES = """
-INSERT INTO messages (session_key, session_id, role, content, run_id, ts, status,
-                      model, input_tokens, output_tokens, error)
-VALUES (?, ?, 'user', ?, ?, ?, ?, NULL, NULL, NULL, NULL),
-       (?, ?, 'assistant', ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT_MESSAGE = f"""
+INSERT INTO messages (session_key, session_id, {MESSAGE_COLUMNS})
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 # The current transcript, newest first; callers reverse it.
@@ -174,7 +215,7 @@ ORDER BY id DESC LIMIT ?2
 """
 
 LAST_OK_MESSAGES = """
-SELECT role, content FROM messages
+SELECT role, content, parts FROM messages
 WHERE session_key = ?1 AND session_id = (SELECT session_id FROM sessions WHERE key = ?1)
   AND status = 'ok'
 ORDER BY id DESC LIMIT ?2
@@ -211,7 +252,29 @@ def session_from_row(row: tuple[Any, ...]) -> SessionInfo:
 
 
 def message_from_row(row: tuple[Any, ...]) -> TranscriptMessage:
-    return TranscriptMessage(*row)
+    return TranscriptMessage(stored_message(*row[:3]), *row[3:])
+
+
+def stored_message(role: Role, content: str, parts: str | None) -> Message:
+    if parts is None:
+        return Message(role, (TextPart(content),) if content else ())
+    return message_from_json(json.loads(parts))
+
+
+def message_columns(message: Message) -> tuple[str, str, str | None]:
+    """(role, content, parts) of a message to store."""
+    if message.is_plain_text:
+        return message.role, message.text, None
+    parts = json.dumps(message_to_json(message), ensure_ascii=False, separators=(",", ":"))
+    return message.role, message.text, parts
+
+
+def history_window(messages: list[Message], max_messages: int) -> list[Message]:
+    """The last `max_messages` messages, starting at a user message: a window never opens
+    in the middle of a turn (a tool result without its call, a reply without its question)."""
+    window = messages[-max_messages:] if max_messages > 0 else []
+    start = next((i for i, m in enumerate(window) if m.role == "user"), len(window))
+    return window[start:]
 
 
 def like_pattern(search: str) -> str:
@@ -261,16 +324,23 @@ def session_values(turn: TurnRecord) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def message_values(turn: TurnRecord, session_id: str) -> tuple[Any, ...]:
+def message_values(turn: TurnRecord, session_id: str) -> list[tuple[Any, ...]]:
+    """One row per message; the reply (last) carries the model, tokens and error."""
     usage = turn.usage
-    return (
-        turn.key, session_id, turn.user_text, turn.run_id, turn.started_at, turn.status,
-        turn.key, session_id, turn.assistant_text, turn.run_id, turn.ended_at, turn.status,
+    *inputs, reply = turn.messages
+    rows = [
+        (turn.key, session_id, *message_columns(m), turn.run_id, turn.started_at, turn.status,
+         None, None, None, None)
+        for m in inputs
+    ]  # fmt: skip
+    rows.append((
+        turn.key, session_id, *message_columns(reply), turn.run_id, turn.ended_at, turn.status,
         turn.model,
         usage.input_tokens if usage else None,
         usage.output_tokens if usage else None,
         turn.error,
-    )  # fmt: skip
+    ))  # fmt: skip
+    return rows
 
 
 # --- Opening the file ------------------------------------------------------------------------
@@ -297,13 +367,16 @@ def migrate(conn: sqlite3.Connection) -> None:
         raise SessionStoreError(
             f"session store schema version {version} is newer than this build's {SCHEMA_VERSION}"
         )
-    if version == 0:
-        # executescript would COMMIT first; run the statements one by one inside one transaction.
-        with transaction(conn):
-            for statement in SCHEMA_V1.split(";"):
+    if version == SCHEMA_VERSION:
+        return
+    # executescript would COMMIT first; run the statements one by one inside one transaction,
+    # so a migration that fails half-way leaves the file as it was.
+    with transaction(conn):
+        for step in range(version, SCHEMA_VERSION):
+            for statement in MIGRATIONS[step].split(";"):
                 if statement.strip():
                     conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 @contextmanager
@@ -399,13 +472,12 @@ class Database:
     def record_turn(self, turn: TurnRecord) -> SessionInfo:
         row = self.conn.execute(UPSERT_TURN, session_values(turn)).fetchone()
         session = session_from_row(row)
-        self.conn.execute(INSERT_TURN_MESSAGES, message_values(turn, session.session_id))
+        self.conn.executemany(INSERT_MESSAGE, message_values(turn, session.session_id))
         return session
 
-    def prompt_history(self, key: str, max_messages: int) -> list[ChatMessage]:
-        whole_pairs = max(0, max_messages - max_messages % 2)
-        rows = self.conn.execute(LAST_OK_MESSAGES, (key, whole_pairs)).fetchall()
-        return [ChatMessage(role, content) for role, content in reversed(rows)]
+    def prompt_history(self, key: str, max_messages: int) -> list[Message]:
+        rows = self.conn.execute(LAST_OK_MESSAGES, (key, max(0, max_messages))).fetchall()
+        return history_window([stored_message(*row) for row in reversed(rows)], max_messages)
 
     def messages(self, key: str, limit: int) -> list[TranscriptMessage]:
         rows = self.conn.execute(LAST_MESSAGES, (key, max(0, limit))).fetchall()
@@ -471,11 +543,11 @@ class HistoryCache:
     def __init__(self, capacity: int = HISTORY_CACHE_SESSIONS) -> None:
         self._capacity = capacity
         # key -> (max_messages it was read with, the messages)
-        self._entries: OrderedDict[str, tuple[int, list[ChatMessage]]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[int, list[Message]]] = OrderedDict()
         self._fetching: dict[str, int] = {}
         self._stale: set[str] = set()
 
-    def get(self, key: str, max_messages: int) -> list[ChatMessage] | None:
+    def get(self, key: str, max_messages: int) -> list[Message] | None:
         entry = self._entries.get(key)
         if entry is None or entry[0] != max_messages:
             return None
@@ -485,7 +557,7 @@ class HistoryCache:
     def begin_fetch(self, key: str) -> None:
         self._fetching[key] = self._fetching.get(key, 0) + 1
 
-    def end_fetch(self, key: str, max_messages: int, messages: list[ChatMessage] | None) -> None:
+    def end_fetch(self, key: str, max_messages: int, messages: list[Message] | None) -> None:
         """`messages` is None when the read failed."""
         left = self._fetching.pop(key) - 1
         if left:
@@ -502,12 +574,8 @@ class HistoryCache:
         if entry is None or turn.status != "ok":
             return
         limit, messages = entry
-        messages += [
-            ChatMessage("user", turn.user_text),
-            ChatMessage("assistant", turn.assistant_text),
-        ]
-        whole_pairs = max(0, limit - limit % 2)
-        del messages[: max(0, len(messages) - whole_pairs)]
+        # The same window as a read from the database would give.
+        self._entries[turn.key] = (limit, history_window([*messages, *turn.messages], limit))
 
     def forget(self, key: str) -> None:
         """The session was reset or deleted."""
@@ -518,7 +586,7 @@ class HistoryCache:
         if key in self._fetching:
             self._stale.add(key)
 
-    def _put(self, key: str, max_messages: int, messages: list[ChatMessage]) -> None:
+    def _put(self, key: str, max_messages: int, messages: list[Message]) -> None:
         self._entries[key] = (max_messages, messages)
         self._entries.move_to_end(key)
         if len(self._entries) > self._capacity:
@@ -623,9 +691,9 @@ class SessionStore:
     async def get(self, key: str) -> SessionInfo | None:
         return await self._call(self._db.get, key)
 
-    async def prompt_history(self, key: str, max_messages: int = 100) -> list[ChatMessage]:
+    async def prompt_history(self, key: str, max_messages: int = 100) -> list[Message]:
         """The model's context: the current transcript's "ok" turns, oldest first, at most the
-        last `max_messages` messages, always as whole user+assistant pairs."""
+        last `max_messages` messages, starting at a user message (`history_window`)."""
         cached = self._history.get(key, max_messages)
         if cached is not None:
             return cached
@@ -639,7 +707,7 @@ class SessionStore:
 
     async def record_turn(self, turn: TurnRecord) -> SessionInfo:
         """Write a finished run, all or nothing: the session row (created on the first turn,
-        agent_id kept from then on) and its user and assistant messages. Returns after COMMIT.
+        agent_id kept from then on) and its messages, in order. Returns after COMMIT.
 
         updated_at = ended_at (never moving back); model = turn.model unless None; token totals
         grow by `turn_totals`; turns grows for "ok" runs only; aborted_last_run = "aborted"."""

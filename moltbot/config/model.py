@@ -78,6 +78,7 @@ class ModelConfig:
     name: str
     context_window: int = 200_000
     max_tokens: int = 8192
+    input: tuple[str, ...] = ("text",)  # "image" too for a model that takes images
 
 
 @dataclass(frozen=True)

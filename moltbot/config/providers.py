@@ -7,9 +7,11 @@ from typing import cast
 from moltbot.config.checks import (
     Context,
     Node,
+    as_choice,
     as_list,
     as_node,
     as_string,
+    as_tuple,
     as_url,
     given,
     objects,
@@ -21,21 +23,22 @@ from moltbot.config.wording import quote
 RESERVED_PROVIDER = "builtin"  # owns the offline `builtin/echo` model
 API_KINDS = ("openai-completions", "anthropic-messages")
 PROVIDER_KEYS = ("baseUrl", "apiKey", "api", "headers", "models")
-# The last six are part of the reference schema; we accept them so shared files load, but the
+# The last five are part of the reference schema; we accept them so shared files load, but the
 # gateway does not use them.
 MODEL_KEYS = (
     "id",
     "name",
     "contextWindow",
     "maxTokens",
+    "input",
     "api",
     "reasoning",
-    "input",
     "cost",
     "compat",
     "headers",
 )
 DEFAULT_MAX_TOKENS = 8192
+MODEL_INPUTS = ("text", "image")
 
 
 def models_section(node: Node) -> ModelsConfig:
@@ -118,9 +121,19 @@ def _model(node: Node) -> ModelConfig | None:
     name = node.string("name", required=True)
     context_window = node.integer("contextWindow")
     max_tokens = node.integer("maxTokens")
+    inputs = node.get("input", _inputs)
     if model_id is None or name is None:
         return None
     if max_tokens is None and context_window is not None:
         max_tokens = min(DEFAULT_MAX_TOKENS, context_window)  # a small model caps its output
-    fields = given(context_window=context_window, max_tokens=max_tokens)
+    fields = given(context_window=context_window, max_tokens=max_tokens, input=inputs)
     return ModelConfig(id=model_id, name=name, **fields)
+
+
+def _inputs(value: object, path: str, ctx: Context) -> tuple[str, ...] | None:
+    """What the model takes: "text", and "image" for vision models."""
+
+    def check(item: object, where: str, ctx: Context) -> str | None:
+        return as_choice(item, where, ctx, MODEL_INPUTS)
+
+    return as_tuple(value, path, ctx, check)

@@ -1,23 +1,31 @@
 """The Anthropic Messages API.
 
 Wire format: POST `{baseUrl}/v1/messages` with `stream: true`; the answer is named SSE events:
-`message_start` (input usage), `content_block_start/delta/stop` (text), `message_delta`
-(stop_reason, cumulative usage), `message_stop`, with `ping` and `error` possible anywhere.
+`message_start` (input usage), `content_block_start/delta/stop` (text, or a `tool_use` block
+whose JSON input arrives as `input_json_delta` fragments), `message_delta` (stop_reason,
+cumulative usage), `message_stop`, with `ping` and `error` possible anywhere.
+
+Messages: roles must alternate, so consecutive messages of one side are merged; tool results
+are `tool_result` blocks in a user message, right after the assistant's `tool_use` blocks.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from moltbot.config.model import ProviderConfig
+from moltbot.content import ImagePart, Message, NamedTool, TextPart, ToolSet
 from moltbot.providers.base import (
     ErrorKind,
     Finish,
+    FinishReason,
     ModelRequest,
     ProviderError,
     StreamItem,
     TextDelta,
+    ToolCallDelta,
     Usage,
 )
 from moltbot.providers.errors import MAX_DETAIL_CHARS
@@ -42,6 +50,8 @@ STREAM_ERROR_KINDS: dict[str, tuple[ErrorKind, int | None]] = {
     "not_found_error": ("upstream", 404),
     "request_too_large": ("upstream", 413),
 }
+
+STOP_REASONS: dict[str, FinishReason] = {"max_tokens": "length", "tool_use": "tool_calls"}
 
 USAGE_FIELDS = (
     "input_tokens",
@@ -98,11 +108,85 @@ def request_body(request: ModelRequest, max_tokens: int) -> dict[str, Any]:
     }
     return {
         "model": request.model,
-        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        "messages": wire_messages(request.messages),
         "max_tokens": max_tokens,
         "stream": True,
         **{name: value for name, value in optional.items() if value is not None},
+        **tool_fields(request.tools),
     }
+
+
+def wire_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    wire: list[dict[str, Any]] = []
+    for message in messages:
+        role = "assistant" if message.role == "assistant" else "user"
+        blocks = content_blocks(message)
+        if not blocks:  # the API refuses empty content
+            continue
+        if wire and wire[-1]["role"] == role:
+            wire[-1]["content"].extend(blocks)
+        else:
+            wire.append({"role": role, "content": blocks})
+    for entry in wire:  # one text block is sent as a plain string, the simplest form
+        blocks = entry["content"]
+        if len(blocks) == 1 and blocks[0]["type"] == "text":
+            entry["content"] = blocks[0]["text"]
+    return wire
+
+
+def content_blocks(message: Message) -> list[dict[str, Any]]:
+    if message.role == "tool":
+        result = message.text or "(no output)"
+        return [{"type": "tool_result", "tool_use_id": message.tool_call_id, "content": result}]
+    blocks = [block for part in message.content if (block := content_block(part))]
+    blocks += [
+        {"type": "tool_use", "id": c.id, "name": c.name, "input": tool_input(c.arguments)}
+        for c in message.tool_calls
+    ]
+    return blocks
+
+
+def content_block(part: TextPart | ImagePart) -> dict[str, Any] | None:
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text} if part.text else None
+    if part.data is None:  # a stored image: its bytes were not kept
+        return {"type": "text", "text": part.note()}
+    source = {"type": "base64", "media_type": part.media_type, "data": part.data}
+    return {"type": "image", "source": source}
+
+
+def tool_input(arguments: str) -> dict[str, Any]:
+    """`tool_use.input` must be an object; arguments that are not one are passed wrapped."""
+    try:
+        value = json.loads(arguments or "{}")
+    except ValueError:
+        return {"arguments": arguments}
+    return value if isinstance(value, dict) else {"arguments": value}
+
+
+def tool_fields(tools: ToolSet) -> dict[str, Any]:
+    if not tools.tools:
+        return {}
+    choice: dict[str, Any] | None = None
+    if isinstance(tools.choice, NamedTool):
+        choice = {"type": "tool", "name": tools.choice.name}
+    elif tools.choice is not None:
+        choice = {"type": {"auto": "auto", "none": "none", "required": "any"}[tools.choice]}
+    if tools.parallel is False:
+        choice = {**(choice or {"type": "auto"}), "disable_parallel_tool_use": True}
+    fields: dict[str, Any] = {
+        "tools": [
+            {
+                "name": t.name,
+                **({"description": t.description} if t.description else {}),
+                "input_schema": t.parameters,
+            }
+            for t in tools.tools
+        ]
+    }
+    if choice is not None:
+        fields["tool_choice"] = choice
+    return fields
 
 
 class MessageEventDecoder(StreamDecoder):
@@ -110,12 +194,15 @@ class MessageEventDecoder(StreamDecoder):
         super().__init__(provider)
         self._usage = dict.fromkeys(USAGE_FIELDS, 0)
         self._stop_reason: str | None = None
+        self._tool_blocks: dict[object, int] = {}  # content block index -> tool call index
 
     def on_frame(self, frame: SSEFrame) -> list[StreamItem]:
         event = self.parse_json(frame.data)
         kind = text(event.get("type")) or frame.event
         if kind == "content_block_delta":
-            return _text_delta(obj(event.get("delta")))
+            return self._delta(event.get("index"), obj(event.get("delta")))
+        if kind == "content_block_start":
+            return self._block_start(event.get("index"), obj(event.get("content_block")))
         if kind == "message_start":
             self._take_usage(obj(obj(event.get("message")).get("usage")))
         elif kind == "message_delta":
@@ -126,7 +213,19 @@ class MessageEventDecoder(StreamDecoder):
             return self._ending()
         elif kind == "error":
             raise stream_error(self.provider, event)
-        return []  # ping, content_block_start/stop and future event types
+        return []  # ping, content_block_stop and future event types
+
+    def _block_start(self, index: object, block: dict[str, object]) -> list[StreamItem]:
+        if block.get("type") != "tool_use":
+            return []
+        call = self._tool_blocks.setdefault(index, len(self._tool_blocks))
+        return [ToolCallDelta(call, text(block.get("id")) or None, text(block.get("name")))]
+
+    def _delta(self, index: object, delta: dict[str, object]) -> list[StreamItem]:
+        if delta.get("type") == "input_json_delta" and index in self._tool_blocks:
+            fragment = text(delta.get("partial_json"))
+            return [ToolCallDelta(self._tool_blocks[index], arguments=fragment)] if fragment else []
+        return _text_delta(delta)
 
     def on_eof(self) -> list[StreamItem]:
         # A stop_reason without message_stop is a complete answer from a sloppy proxy.
@@ -138,10 +237,18 @@ class MessageEventDecoder(StreamDecoder):
         if document.get("type") == "error":
             raise stream_error(self.provider, document)
         blocks = document.get("content")
-        reply = "".join(_block_text(b) for b in blocks) if isinstance(blocks, list) else ""
+        blocks = [obj(b) for b in blocks] if isinstance(blocks, list) else []
+        reply = "".join(_block_text(b) for b in blocks)
+        uses = [b for b in blocks if b.get("type") == "tool_use"]
+        calls: list[StreamItem] = [
+            ToolCallDelta(n, text(b.get("id")) or None, text(b.get("name")), json.dumps(b["input"]))
+            if "input" in b
+            else ToolCallDelta(n, text(b.get("id")) or None, text(b.get("name")))
+            for n, b in enumerate(uses)
+        ]
         self._stop_reason = text(document.get("stop_reason")) or None
         self._take_usage(obj(document.get("usage")))
-        return ([TextDelta(reply)] if reply else []) + self._ending()
+        return ([TextDelta(reply)] if reply else []) + calls + self._ending()
 
     def _take_usage(self, usage: dict[str, object]) -> None:
         """Later events repeat the counts cumulatively, so the latest value wins."""
@@ -156,7 +263,7 @@ class MessageEventDecoder(StreamDecoder):
             cache_read_tokens=self._usage["cache_read_input_tokens"],
             cache_write_tokens=self._usage["cache_creation_input_tokens"],
         )
-        return [usage, Finish("length" if self._stop_reason == "max_tokens" else "stop")]
+        return [usage, Finish(STOP_REASONS.get(self._stop_reason or "", "stop"))]
 
 
 def stream_error(provider: str, event: dict[str, object]) -> ProviderError:

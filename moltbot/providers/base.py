@@ -10,17 +10,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-Role = Literal["user", "assistant"]
-FinishReason = Literal["stop", "length"]
+from moltbot.content import NO_TOOLS, Message, ToolSet
+
+FinishReason = Literal["stop", "length", "tool_calls"]
 ErrorKind = Literal[
     "auth", "rate_limit", "timeout", "upstream", "malformed", "connection", "config"
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class ChatMessage:
-    role: Role
-    content: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +35,25 @@ class SamplingParams:
 class ModelRequest:
     model: str  # the provider's own model id (the part after "provider/")
     system: str
-    messages: tuple[ChatMessage, ...]  # alternating turns, the last one is the user's
+    messages: tuple[Message, ...]  # well-formed (content.well_formed), the last is the input
     sampling: SamplingParams = SamplingParams()
+    tools: ToolSet = NO_TOOLS
 
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """Part of the `index`-th tool call of the answer: its id and name come first (once),
+    then fragments of its JSON arguments, in order."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +73,7 @@ class Finish:
     reason: FinishReason
 
 
-StreamItem = TextDelta | Usage | Finish
+StreamItem = TextDelta | ToolCallDelta | Usage | Finish
 
 
 class ProviderError(Exception):
@@ -97,7 +104,8 @@ class Provider(Protocol):
     name: str
 
     def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
-        """Yield text deltas as they arrive, then at most one `Usage` and one `Finish`.
+        """Yield text and tool-call deltas as they arrive, then at most one `Usage` and one
+        `Finish`.
 
         Raises `ProviderError` on any failure. Closing the iterator early (aclose) must close
         the upstream HTTP response at once."""

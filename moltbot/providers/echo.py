@@ -49,11 +49,13 @@ class EchoProvider:
 
 
 def _last_user_message(request: ModelRequest) -> str:
+    """Its text, and a note for each image, so a first run shows what reached the model."""
     for message in reversed(request.messages):
         if message.role == "user":
-            return message.content
+            notes = [f"[image {i.media_type}, {i.size} bytes]" for i in message.images]
+            return " ".join([message.text, *notes]) if notes else message.text
     return ""
 
 
 def _prompt_words(request: ModelRequest) -> int:
-    return word_count(request.system) + sum(word_count(m.content) for m in request.messages)
+    return word_count(request.system) + sum(word_count(m.text) for m in request.messages)

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from moltbot.config.model import ProviderConfig
+from moltbot.content import ImagePart, Message, NamedTool, TextPart, ToolSet
 from moltbot.providers.base import (
     Finish,
     FinishReason,
@@ -20,6 +21,7 @@ from moltbot.providers.base import (
     SamplingParams,
     StreamItem,
     TextDelta,
+    ToolCallDelta,
     Usage,
 )
 from moltbot.providers.errors import MAX_DETAIL_CHARS, message_in
@@ -65,14 +67,68 @@ def request_headers(config: ProviderConfig) -> dict[str, str]:
 
 def request_body(request: ModelRequest) -> dict[str, Any]:
     system = [{"role": "system", "content": request.system}] if request.system else []
-    turns = [{"role": m.role, "content": m.content} for m in request.messages]
+    turns = [wire_message(m) for m in request.messages]
     return {
         "model": request.model,
         "messages": system + turns,
         "stream": True,
         "stream_options": {"include_usage": True},
         **sampling_fields(request.sampling),
+        **tool_fields(request.tools),
     }
+
+
+def wire_message(message: Message) -> dict[str, Any]:
+    """A message in Chat Completions form: plain text stays a string (what every server
+    takes); images make a parts array; tool calls and results carry their ids."""
+    if message.role == "tool":
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.text}
+    wire: dict[str, Any] = {"role": message.role}
+    if message.images or any(not isinstance(p, TextPart) for p in message.content):
+        wire["content"] = [wire_part(p) for p in message.content]
+    else:
+        wire["content"] = message.text if message.text or not message.tool_calls else None
+    if message.tool_calls:
+        wire["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in message.tool_calls
+        ]
+    return wire
+
+
+def wire_part(part: TextPart | ImagePart) -> dict[str, Any]:
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    if part.data is None:  # a stored image: its bytes were not kept
+        return {"type": "text", "text": part.note()}
+    url = f"data:{part.media_type};base64,{part.data}"
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def tool_fields(tools: ToolSet) -> dict[str, Any]:
+    if not tools.tools:
+        # "none" with no tools is what no tools means; other choices need tools to name.
+        return {}
+    fields: dict[str, Any] = {
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    **({"description": t.description} if t.description else {}),
+                    "parameters": t.parameters,
+                },
+            }
+            for t in tools.tools
+        ]
+    }
+    if isinstance(tools.choice, NamedTool):
+        fields["tool_choice"] = {"type": "function", "function": {"name": tools.choice.name}}
+    elif tools.choice is not None:
+        fields["tool_choice"] = tools.choice
+    if tools.parallel is not None:
+        fields["parallel_tool_calls"] = tools.parallel
+    return fields
 
 
 def sampling_fields(sampling: SamplingParams) -> dict[str, Any]:
@@ -100,8 +156,10 @@ class ChatChunkDecoder(StreamDecoder):
         self._usage = usage_from(chunk.get("usage")) or self._usage
         choice = first(chunk.get("choices"))
         self._finish = finish_from(choice) or self._finish
-        delta = text(obj(choice.get("delta")).get("content"))
-        return [TextDelta(delta)] if delta else []
+        delta = obj(choice.get("delta"))
+        content = text(delta.get("content"))
+        items: list[StreamItem] = [TextDelta(content)] if content else []
+        return items + tool_call_deltas(delta.get("tool_calls"))
 
     def on_eof(self) -> list[StreamItem]:
         # A finish_reason without [DONE] is a complete answer from a sloppy server; neither
@@ -113,10 +171,12 @@ class ChatChunkDecoder(StreamDecoder):
     def whole_answer(self, document: dict[str, object]) -> list[StreamItem]:
         self._raise_if_error(document)
         choice = first(document.get("choices"))
-        reply = text(obj(choice.get("message")).get("content"))
+        message = obj(choice.get("message"))
+        reply = text(message.get("content"))
         self._usage = usage_from(document.get("usage"))
         self._finish = finish_from(choice)
-        return ([TextDelta(reply)] if reply else []) + self._ending()
+        calls = tool_call_deltas(message.get("tool_calls"))
+        return ([TextDelta(reply)] if reply else []) + calls + self._ending()
 
     def _ending(self) -> list[StreamItem]:
         usage: list[StreamItem] = [self._usage] if self._usage else []
@@ -142,8 +202,31 @@ def usage_from(value: object) -> Usage | None:
     )
 
 
+def tool_call_deltas(value: object) -> list[StreamItem]:
+    """`tool_calls` of a streamed delta (fragments by index) or of a whole message (complete
+    calls, their position as the index)."""
+    if not isinstance(value, list):
+        return []
+    deltas: list[StreamItem] = []
+    for position, raw in enumerate(value):
+        call = obj(raw)
+        function = obj(call.get("function"))
+        index = call.get("index")
+        deltas.append(
+            ToolCallDelta(
+                index=index if isinstance(index, int) and not isinstance(index, bool) else position,
+                id=text(call.get("id")) or None,
+                name=text(function.get("name")) or None,
+                arguments=text(function.get("arguments")),
+            )
+        )
+    return deltas
+
+
 def finish_from(choice: dict[str, object]) -> FinishReason | None:
     reason = choice.get("finish_reason")
     if not reason:
         return None
+    if reason in ("tool_calls", "function_call"):
+        return "tool_calls"
     return "length" if reason == "length" else "stop"

@@ -37,10 +37,17 @@ PROVIDER_FACTORIES: dict[ApiKind, ProviderFactory] = {
 
 
 class ProviderRegistry:
-    def __init__(self, providers: dict[str, Provider], default_ref: str = ECHO_MODEL_REF) -> None:
-        """`providers` by lower-cased name; the builtin echo provider is always added."""
+    def __init__(
+        self,
+        providers: dict[str, Provider],
+        default_ref: str = ECHO_MODEL_REF,
+        image_models: frozenset[str] = frozenset(),
+    ) -> None:
+        """`providers` by lower-cased name; the builtin echo provider is always added.
+        `image_models`: the refs whose config says they take images (echo always does)."""
         self._providers = {**providers, ECHO_PROVIDER_NAME: EchoProvider()}
         self._default_ref = default_ref
+        self._image_models = image_models | {ECHO_MODEL_REF}
 
     @classmethod
     def from_config(
@@ -54,7 +61,13 @@ class ProviderRegistry:
             config.name.lower(): _build(config, connect_timeout, read_timeout)
             for config in models.providers
         }
-        return cls(providers, _first_model_ref(models))
+        image_models = frozenset(
+            f"{config.name.lower()}/{model.id}"
+            for config in models.providers
+            for model in config.models
+            if "image" in model.input
+        )
+        return cls(providers, _first_model_ref(models), image_models)
 
     def resolve(self, ref: str) -> tuple[Provider, str]:
         """The provider and the provider's own model id for "provider/model"."""
@@ -69,6 +82,10 @@ class ProviderRegistry:
         if not model:
             raise ProviderError("config", f'model ref "{ref}" lacks a model id ("provider/model")')
         return provider, model
+
+    def takes_images(self, ref: str) -> bool:
+        provider, _, model = ref.partition("/")
+        return f"{provider.strip().lower()}/{model}" in self._image_models
 
     def default_ref(self) -> str:
         return self._default_ref

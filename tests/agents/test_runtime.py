@@ -53,7 +53,7 @@ def reply_of(events: list[AgentEvent]) -> str:
 
 
 def turn(message: str, key: str = "agent:main:s1", **kw: object) -> TurnRequest:
-    return TurnRequest(message=message, session_key=key, **kw)  # type: ignore[arg-type]
+    return TurnRequest.text(message, key, **kw)
 
 
 async def test_events_are_ordered_with_lifecycle_usage_and_seq(
@@ -68,7 +68,8 @@ async def test_events_are_ordered_with_lifecycle_usage_and_seq(
     assert reply_of(events) == "one two three"
     assert events[-2].data["output"] == 3  # the usage the upstream reported
     assert events[-1].data["finishReason"] == "stop" and events[-1].data["model"] == "up/m1"
-    assert events[3].data["text"] == "one two three"  # cumulative text on assistant events
+    # Each assistant event carries its new text only, never the text so far.
+    assert [e.data for e in events if e.stream == "assistant"][-1] == {"delta": " three"}
 
 
 async def test_history_is_carried_within_a_session_and_isolated_between_sessions(

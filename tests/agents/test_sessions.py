@@ -23,7 +23,8 @@ from moltbot.agents.sessions import (
     TranscriptMessage,
     TurnRecord,
 )
-from moltbot.providers.base import ChatMessage, Usage
+from moltbot.content import Message, assistant_text, user_text
+from moltbot.providers.base import Usage
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MINUTE = 60_000
@@ -70,8 +71,7 @@ def make_turn(
         key=key,
         agent_id=agent_id,
         run_id=f"run-{key}-{n}",
-        user_text=f"q{n}",
-        assistant_text=f"a{n}",
+        messages=(user_text(f"q{n}"), assistant_text(f"a{n}")),
         status=status,
         started_at=n * 1000,
         ended_at=n * 1000 + 500 if ended_at is None else ended_at,
@@ -81,8 +81,8 @@ def make_turn(
     )
 
 
-def pair(n: int) -> list[ChatMessage]:
-    return [ChatMessage("user", f"q{n}"), ChatMessage("assistant", f"a{n}")]
+def pair(n: int) -> list[Message]:
+    return [user_text(f"q{n}"), assistant_text(f"a{n}")]
 
 
 def query(path: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
@@ -128,9 +128,9 @@ async def test_turn_round_trip(store: SessionStore) -> None:
     )
     assert len(info.session_id) == 36
     assert await store.messages("agent:main:a") == [
-        TranscriptMessage("user", "q1", "run-agent:main:a-1", 1000, "ok"),
+        TranscriptMessage(user_text("q1"), "run-agent:main:a-1", 1000, "ok"),
         TranscriptMessage(
-            "assistant", "a1", "run-agent:main:a-1", 1500, "ok", "local/echo", 10, 3, None
+            assistant_text("a1"), "run-agent:main:a-1", 1500, "ok", "local/echo", 10, 3, None
         ),
     ]
 
@@ -416,10 +416,13 @@ CHILD = """
 import asyncio, sys
 from pathlib import Path
 from moltbot.agents.sessions import SessionStore, TurnRecord
+from moltbot.content import assistant_text, user_text
 
 async def main():
     store = await SessionStore.open(Path(sys.argv[1]))
-    await store.record_turn(TurnRecord("agent:main:k", "main", "run-1", "hi", "hello", "ok", 1, 2))
+    await store.record_turn(TurnRecord(
+            "agent:main:k", "main", "run-1", (user_text("hi"), assistant_text("hello")), "ok", 1, 2
+        ))
     print("done", flush=True)
     await asyncio.Event().wait()
 
@@ -443,8 +446,8 @@ async def test_a_committed_turn_survives_kill_9(db_path: Path) -> None:
     store = await SessionStore.open(db_path)
     try:
         assert await store.prompt_history("agent:main:k") == [
-            ChatMessage("user", "hi"),
-            ChatMessage("assistant", "hello"),
+            user_text("hi"),
+            assistant_text("hello"),
         ]
     finally:
         await store.close()

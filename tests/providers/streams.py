@@ -6,9 +6,9 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from moltbot.content import Message, user_text
 from moltbot.providers.anthropic import AnthropicProvider
 from moltbot.providers.base import (
-    ChatMessage,
     ModelRequest,
     Provider,
     ProviderError,
@@ -28,10 +28,10 @@ def make_request(
     *,
     system: str = "",
     model: str = "m1",
-    history: Iterable[ChatMessage] = (),
+    history: Iterable[Message] = (),
     **sampling: Any,
 ) -> ModelRequest:
-    messages = (*history, ChatMessage("user", text))
+    messages = (*history, user_text(text))
     return ModelRequest(model, system, messages, SamplingParams(**sampling))
 
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 import pytest
 
 from moltbot.config.model import ModelConfig
+from moltbot.content import assistant_text, user_text
 from moltbot.providers.anthropic import AnthropicProvider
-from moltbot.providers.base import ChatMessage, ErrorKind, Finish, TextDelta, Usage
+from moltbot.providers.base import ErrorKind, Finish, TextDelta, Usage
 from tests.fake_upstreams import FakeAnthropic, FakeUsage, provider_config
 from tests.providers.streams import API_KEY, collect, collect_error, make_request, text_of
 
@@ -21,7 +22,7 @@ async def test_streams_text_then_usage_then_finish(
 async def test_request_shape_and_headers(
     anthropic: AnthropicProvider, anthropic_up: FakeAnthropic
 ) -> None:
-    history = (ChatMessage("user", "earlier"), ChatMessage("assistant", "reply"))
+    history = (user_text("earlier"), assistant_text("reply"))
     await collect(anthropic.stream(make_request("now", system="Be brief.", history=history)))
     (seen,) = anthropic_up.requests
     assert (seen.method, seen.path) == ("POST", "/v1/messages")

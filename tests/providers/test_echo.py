@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from moltbot.providers.base import ChatMessage, Finish, TextDelta, Usage
+from moltbot.content import assistant_text, user_text
+from moltbot.providers.base import Finish, TextDelta, Usage
 from moltbot.providers.echo import EchoProvider, word_chunks
 from tests.providers.streams import collect, make_request, text_of
 
@@ -29,7 +30,7 @@ def test_chunk_carries_the_whitespace_before_its_word() -> None:
 
 
 async def test_echoes_the_last_user_message() -> None:
-    history = (ChatMessage("user", "old question"), ChatMessage("assistant", "old answer"))
+    history = (user_text("old question"), assistant_text("old answer"))
     items = await collect(EchoProvider().stream(make_request("Hi  there\n", history=history)))
     assert items == [
         TextDelta("Hi"),
@@ -40,7 +41,7 @@ async def test_echoes_the_last_user_message() -> None:
 
 
 async def test_usage_counts_system_and_all_messages() -> None:
-    request = make_request("a b c", system="one two", history=(ChatMessage("user", "x"),))
+    request = make_request("a b c", system="one two", history=(user_text("x"),))
     items = await collect(EchoProvider().stream(request))
     assert Usage(input_tokens=2 + 1 + 3, output_tokens=3) in items
 

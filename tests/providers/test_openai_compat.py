@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from moltbot.providers.base import ChatMessage, Finish, TextDelta, Usage
+from moltbot.content import assistant_text, user_text
+from moltbot.providers.base import Finish, TextDelta, Usage
 from moltbot.providers.openai_compat import OpenAICompatProvider
 from tests.fake_upstreams import FakeOpenAI, FakeUsage, provider_config
 from tests.providers.streams import API_KEY, collect, collect_error, make_request, text_of
@@ -21,7 +22,7 @@ async def test_streams_text_then_usage_then_finish(
 async def test_request_shape_and_headers(openai_up: FakeOpenAI) -> None:
     config = provider_config(openai_up, api_key=API_KEY, headers={"X-Team": "core"})
     provider = OpenAICompatProvider(config)
-    history = (ChatMessage("user", "earlier"), ChatMessage("assistant", "reply"))
+    history = (user_text("earlier"), assistant_text("reply"))
     await collect(provider.stream(make_request("now", system="Be brief.", history=history)))
     await provider.close()
 

@@ -1,7 +1,9 @@
 """POST /v1/chat/completions: an OpenAI-compatible front door to an ordinary agent run.
 
 The handler parses the request, picks the agent and session, starts the run through the runtime
-and turns the run's events into one JSON answer or an SSE stream.
+and turns the run's events into one JSON answer or an SSE stream. A stream is written event by
+event: while the client reads slowly the writes wait, the run's bounded buffer fills and the run
+stops reading from its upstream; a client that takes nothing for the stall limit is cut off.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import orjson
 from aiohttp import web
 
 from moltbot.agents.directory import AgentDirectory
+from moltbot.agents.events import TextChunk, ToolCallChunk
+from moltbot.agents.run import CONSUMER_STALL_SECONDS
 from moltbot.agents.runtime import InvalidTurn, Run, TurnRequest
 from moltbot.agents.session_keys import canonical_key, is_reserved
 from moltbot.config.agents import normalize_agent_id
@@ -45,6 +49,8 @@ log = get_logger("moltbot.http")
 KEEPALIVE_SECONDS = 15.0
 # Set on the application before it starts to use another interval (tests use milliseconds).
 KEEPALIVE_KEY = web.AppKey("openai_keepalive_seconds", float)
+# A streaming client that takes no data for this long is disconnected (tests use less).
+STALL_KEY = web.AppKey("openai_stall_seconds", float)
 _AGENT_MODEL = re.compile(r"^(?:moltbot[:/]|agent:)([a-z0-9][a-z0-9_-]{0,63})$", re.IGNORECASE)
 _DEFAULT_MODELS = ("moltbot", "moltbot/default", "moltbot:default")
 _UPSTREAM_KINDS = ("auth", "rate_limit", "upstream", "connection", "malformed")
@@ -58,11 +64,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     session_key, ephemeral = resolve_session(request, agent_id, chat.user, runtime.agents)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     turn = TurnRequest(
-        message=chat.prompt,
+        input=chat.turn.input,
+        context=chat.turn.context,
+        tools=chat.tools,
         session_key=session_key,
         agent_id=agent_id,
         run_id=completion_id,
-        extra_system_prompt=chat.extra_system_prompt,
+        extra_system_prompt=chat.turn.system,
         sampling=chat.sampling,
         ephemeral=ephemeral,
         keep_after_end=False,
@@ -70,13 +78,18 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     try:
         run = runtime.start(turn)
     except InvalidTurn as exc:
-        # Here the runtime can only object to the session key (agent unknown or mismatched).
-        param = "x-moltbot-session-key" if "x-moltbot-session-key" in request.headers else "model"
-        raise InvalidRequest(str(exc), param=param, code=exc.code) from None
+        raise InvalidRequest(str(exc), param=_refused_param(request, exc), code=exc.code) from None
     tags(request).agent, tags(request).session_key = run.agent.id, session_key
     if chat.stream:
         return await stream_completion(request, run, chat)
     return await complete(run, chat)
+
+
+def _refused_param(request: web.Request, exc: InvalidTurn) -> str:
+    if exc.code in ("empty_message", "image_input_unsupported"):
+        return "messages"  # an empty message, or images for a text-only model
+    # Else the session key's agent is unknown or does not match the model's.
+    return "x-moltbot-session-key" if "x-moltbot-session-key" in request.headers else "model"
 
 
 async def read_json(request: web.Request) -> object:
@@ -144,7 +157,10 @@ async def complete(run: Run, chat: ChatCompletionRequest) -> web.Response:
             pass
     if run.status != "ok":
         raise run_failure(run)
-    body = completion_body(run.id, chat.model, run.text, run.finish_reason, run.usage)
+    answer = run.answer
+    body = completion_body(
+        run.id, chat.model, answer.text, run.finish_reason, run.usage, answer.tool_calls
+    )
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
@@ -157,10 +173,13 @@ async def stream_completion(
     try:
         async with aclosing(run.events(idle_timeout=keepalive)) as events:
             async for event in events:
+                item = event.item if event is not None else None
                 if event is None:
                     await out.keepalive()
-                elif event.stream == "assistant":
-                    await out.delta(event.data["delta"])
+                elif isinstance(item, TextChunk):
+                    await out.delta(item.text)
+                elif isinstance(item, ToolCallChunk):
+                    await out.tool_call(item)
         return await out.finish()
     except (ConnectionResetError, GatewayError):
         raise
@@ -170,6 +189,9 @@ async def stream_completion(
         # The 200 is on the wire: the error can only be told inside the stream.
         log.exception("streaming a completion failed", run_id=run.id)
         return await out.fail(GatewayError("internal error while streaming"))
+    finally:
+        if out.stream is not None:
+            out.stream.close()
 
 
 class CompletionStream:
@@ -181,6 +203,7 @@ class CompletionStream:
         self._run = run
         self._include_usage = chat.include_usage
         self._encoder = ChunkEncoder(run.id, chat.model)
+        self._stall = request.app.get(STALL_KEY, CONSUMER_STALL_SECONDS)
         self.stream: EventStream | None = None
         self._role_sent = False
 
@@ -190,6 +213,11 @@ class CompletionStream:
     async def delta(self, text: str) -> None:
         stream = await self._open()
         await stream.send_json(*self._role(), self._encoder.content(text))
+
+    async def tool_call(self, chunk: ToolCallChunk) -> None:
+        stream = await self._open()
+        frame = self._encoder.tool_call(chunk.index, chunk.id, chunk.name, chunk.arguments)
+        await stream.send_json(*self._role(), frame)
 
     async def finish(self) -> web.StreamResponse:
         run = self._run
@@ -210,7 +238,7 @@ class CompletionStream:
 
     async def _open(self) -> EventStream:
         if self.stream is None:
-            self.stream = await EventStream.open(self._request)
+            self.stream = await EventStream.open(self._request, stall_seconds=self._stall)
         return self.stream
 
     def _role(self) -> tuple[bytes, ...]:

@@ -13,8 +13,9 @@ from typing import Any
 
 import orjson
 
-from moltbot.agents.prompt import history_context
+from moltbot.content import ToolCall, ToolSet
 from moltbot.gateway.errors import InvalidRequest
+from moltbot.gateway.http.messages import ChatTurn, parse_messages, parse_tools
 from moltbot.providers.base import SamplingParams, Usage
 
 MAX_STOP_SEQUENCES = 4
@@ -24,15 +25,15 @@ MAX_SAFE_INTEGER = 2**53 - 1
 @dataclass(frozen=True, slots=True)
 class ChatCompletionRequest:
     model: str
-    prompt: str  # the turn's user message (history-context block when several messages came)
-    extra_system_prompt: str | None
+    turn: ChatTurn  # the messages: system text, context, the turn's input
+    tools: ToolSet
     stream: bool
     include_usage: bool
     user: str | None
     sampling: SamplingParams
 
 
-def parse_chat_request(body: Any) -> ChatCompletionRequest:
+def parse_chat_request(body: Any, *, fetch_image_urls: bool = False) -> ChatCompletionRequest:
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
     model = _optional(body, "model", str) or "moltbot"
@@ -46,10 +47,11 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
     n = _optional(body, "n", int)
     if n is not None and n != 1:
         raise InvalidRequest("only n=1 is supported", param="n")
-    prompt, extra = build_prompt(_messages(body))
+    turn = parse_messages(body.get("messages"), fetch_image_urls=fetch_image_urls)
+    tools = parse_tools(body)
     user = _optional(body, "user", str)
     return ChatCompletionRequest(
-        model, prompt, extra, stream, include_usage, user or None, parse_sampling(body)
+        model, turn, tools, stream, include_usage, user or None, parse_sampling(body)
     )
 
 
@@ -67,80 +69,6 @@ def _optional(body: dict[str, Any], name: str, kind: type) -> Any:
 
 
 _KIND_NAMES = {str: "a string", bool: "a boolean", dict: "an object", list: "an array"}
-
-
-# -- messages -> prompt ---------------------------------------------------------------------------
-
-_SENDERS = {"user": "User", "assistant": "Assistant", "tool": "Tool", "function": "Tool"}
-
-
-def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
-    messages = body.get("messages")
-    if not isinstance(messages, list):
-        raise InvalidRequest("messages must be an array of message objects", param="messages")
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise InvalidRequest(
-                "each message must be an object with a string role", param=f"messages[{index}]"
-            )
-    return messages
-
-
-def message_text(message: dict[str, Any], index: int) -> str:
-    """String content, or the text parts of array content joined by newlines."""
-    content = message.get("content")
-    if content is None or isinstance(content, str):
-        return (content or "").strip()
-    if not isinstance(content, list):
-        raise InvalidRequest(
-            "content must be a string or an array of parts", param=f"messages[{index}].content"
-        )
-    texts = [text for part in content if (text := _part_text(part, index)) is not None]
-    return "\n".join(texts).strip()
-
-
-def _part_text(part: object, index: int) -> str | None:
-    """A `text` / `input_text` part's `text`, or any part's string `input_text` (the reference
-    reads both); other parts (images, audio) carry no text."""
-    if not isinstance(part, dict):
-        return None
-    text_part = part.get("type") in ("text", "input_text")
-    if text_part and isinstance(part.get("text"), str):
-        return part["text"]
-    if isinstance(part.get("input_text"), str):
-        return part["input_text"]
-    if text_part:
-        raise InvalidRequest("text parts need a string text", param=f"messages[{index}].content")
-    return None
-
-
-def build_prompt(messages: list[dict[str, Any]]) -> tuple[str, str | None]:
-    """(prompt, extra system prompt): system/developer text goes to the system prompt, the rest
-    becomes the reference's history-context block ending with the last user or tool message."""
-    system: list[str] = []
-    entries: list[tuple[str, str, str]] = []  # (role, sender, body)
-    for index, message in enumerate(messages):
-        role, text = message["role"], message_text(message, index)
-        if role in ("system", "developer"):
-            if text:
-                system.append(text)
-        elif role in _SENDERS and text:
-            entries.append((role, _sender(role, message), text))
-    current = max(
-        (i for i, e in enumerate(entries) if e[0] in ("user", "tool", "function")), default=None
-    )
-    if current is None:
-        raise InvalidRequest("Missing user message in `messages`.", param="messages")
-    history = [(sender, body) for _, sender, body in entries[:current]]
-    prompt = history_context(history, (entries[current][1], entries[current][2]))
-    return prompt, "\n\n".join(system) or None
-
-
-def _sender(role: str, message: dict[str, Any]) -> str:
-    name = message.get("name")
-    if role in ("tool", "function") and isinstance(name, str) and name:
-        return f"Tool:{name}"
-    return _SENDERS[role]
 
 
 # -- sampling ------------------------------------------------------------
@@ -207,8 +135,20 @@ def usage_body(usage: Usage | None) -> dict[str, int]:
 
 
 def completion_body(
-    completion_id: str, model: str, content: str, finish_reason: str, usage: Usage | None
+    completion_id: str,
+    model: str,
+    content: str,
+    finish_reason: str,
+    usage: Usage | None,
+    tool_calls: tuple[ToolCall, ...] = (),
 ) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if tool_calls:
+        message["content"] = content or None  # what OpenAI sends with tool calls
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in tool_calls
+        ]
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -217,7 +157,7 @@ def completion_body(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": content},
+                "message": message,
                 "finish_reason": finish_reason,
             }
         ],
@@ -249,6 +189,18 @@ class ChunkEncoder:
 
     def content(self, text: str) -> bytes:
         return self._choice + b'{"content":' + _json(text) + b'},"finish_reason":null}]}'
+
+    def tool_call(self, index: int, call_id: str | None, name: str | None, args: str) -> bytes:
+        """A `delta.tool_calls` chunk: id, type and name open a call, then arguments follow."""
+        call: dict[str, Any] = {"index": index}
+        if call_id is not None:
+            call.update(
+                id=call_id, type="function", function={"name": name or "", "arguments": args}
+            )
+        else:
+            call["function"] = {"arguments": args}
+        delta = _json({"tool_calls": [call]})
+        return self._choice + delta + b',"finish_reason":null}]}'
 
     def finish(self, reason: str) -> bytes:
         return self._choice + b'{},"finish_reason":' + _json(reason) + b"}]}"

@@ -1,6 +1,13 @@
-"""Server-sent events on an aiohttp `StreamResponse`: `data: <json>` frames, sent as they come."""
+"""Server-sent events on an aiohttp `StreamResponse`: `data: <json>` frames, sent as they come.
+
+A write waits while the client's socket buffer is full (aiohttp drains past 64 KiB), which is
+what holds a run back for a slow reader. A client that takes nothing for `stall_seconds` is cut
+off, so a stuck reader cannot hold its handler, its run and its upstream forever.
+"""
 
 from __future__ import annotations
+
+import asyncio
 
 from aiohttp import web
 
@@ -15,25 +22,72 @@ SSE_HEADERS = {
 class EventStream:
     """Prepared once, then one `write()` per frame so each frame leaves at once."""
 
-    def __init__(self, response: web.StreamResponse) -> None:
+    def __init__(
+        self, response: web.StreamResponse, request: web.Request, stall_seconds: float
+    ) -> None:
         self._response = response
+        self._watch = StallWatch(request.transport, stall_seconds)
 
     @classmethod
-    async def open(cls, request: web.Request) -> EventStream:
+    async def open(cls, request: web.Request, *, stall_seconds: float = 30.0) -> EventStream:
         response = web.StreamResponse(status=200, headers=SSE_HEADERS)
         await response.prepare(request)
-        return cls(response)
+        return cls(response, request, stall_seconds)
 
     async def send_json(self, *payloads: bytes) -> None:
         """Frames from already-encoded JSON, in one write (one syscall, one TCP segment)."""
-        await self._response.write(b"".join(b"data: %b\n\n" % p for p in payloads))
+        await self._write(b"".join(b"data: %b\n\n" % p for p in payloads))
 
     async def comment(self, text: str) -> None:
-        await self._response.write(f": {text}\n\n".encode())
+        await self._write(f": {text}\n\n".encode())
 
     async def done(self, *payloads: bytes) -> web.StreamResponse:
         """The last frames, then `[DONE]`, then the end of the response."""
-        await self._response.write_eof(
-            b"".join(b"data: %b\n\n" % p for p in (*payloads, b"[DONE]"))
-        )
+        data = b"".join(b"data: %b\n\n" % p for p in (*payloads, b"[DONE]"))
+        try:
+            await self._write(data, eof=True)
+        finally:
+            self.close()
         return self._response
+
+    def close(self) -> None:
+        """Stop watching for stalls (the response ended, or its handler failed)."""
+        self._watch.stop()
+
+    async def _write(self, data: bytes, *, eof: bool = False) -> None:
+        self._watch.writing()
+        try:
+            await (self._response.write_eof(data) if eof else self._response.write(data))
+        finally:
+            self._watch.written()
+
+
+class StallWatch:
+    """Aborts the connection when one write has waited `stall_seconds`. One timer per
+    stall period, not one per write: a stream writes every token."""
+
+    def __init__(self, transport: asyncio.Transport | None, stall_seconds: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._transport = transport
+        self._stall = stall_seconds
+        self._since: float | None = None  # when the write in progress began
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(stall_seconds, self._check)
+
+    def writing(self) -> None:
+        self._since = self._loop.time()
+
+    def written(self) -> None:
+        self._since = None
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check(self) -> None:
+        waited = 0.0 if self._since is None else self._loop.time() - self._since
+        if waited >= self._stall and self._transport is not None:
+            self._timer = None
+            self._transport.abort()  # the pending write fails; buffered bytes are dropped
+            return
+        self._timer = self._loop.call_later(self._stall - waited, self._check)

@@ -13,6 +13,7 @@ from typing import Any
 from moltbot.agents.runtime import Run, TurnRequest, now_ms
 from moltbot.agents.session_keys import agent_of_key, main_key
 from moltbot.config.agents import normalize_agent_id
+from moltbot.gateway.ws.attachments import parse_attachments
 from moltbot.gateway.ws.call import Call
 from moltbot.gateway.ws.connection import Connection
 from moltbot.gateway.ws.hub import Hub
@@ -24,6 +25,7 @@ from moltbot.gateway.ws.runs import (
     drain,
     stamped,
     start_run,
+    user_message,
     wait_result,
 )
 
@@ -61,8 +63,7 @@ async def agent(call: Call, params: Any) -> None:
     attachments = p.array("attachments")
     p.ignored(*IGNORED_AGENT_FIELDS)
     p.finish("agent")
-    if attachments:
-        raise invalid_params("agent", "attachments are not supported by this gateway")
+    images = parse_attachments("agent", attachments)
     if _replay(call, key):
         return
     agent_id = _known_agent(call, agent_id)
@@ -74,7 +75,7 @@ async def agent(call: Call, params: Any) -> None:
         )
     check_writable("agent", session)
     request = TurnRequest(
-        message=stamped(call.hub.timezone, message),
+        input=(user_message(stamped(call.hub.timezone, message), images),),
         session_key=session,
         agent_id=agent_id,
         run_id=key,
@@ -121,7 +122,7 @@ def _replay(call: Call, key: str) -> bool:
 
 def _answer_at_end(hub: Hub, conn: Connection, request_id: str, run: Run, consume: bool) -> None:
     async def answer() -> None:
-        await (drain(run) if consume else run.wait())
+        await (drain(run, conn) if consume else run.wait())
         ok, payload, error = await agent_outcome(hub.runtime, run)
         hub.dedupe.put(f"agent:{run.id}:final", ok, payload, error)
         conn.send_response(request_id, ok, payload, error)

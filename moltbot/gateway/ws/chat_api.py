@@ -9,11 +9,20 @@ from __future__ import annotations
 from typing import Any
 
 from moltbot.agents.runtime import Run, TurnRequest
+from moltbot.gateway.ws.attachments import parse_attachments
 from moltbot.gateway.ws.call import Call
+from moltbot.gateway.ws.connection import Connection
 from moltbot.gateway.ws.hub import Hub
-from moltbot.gateway.ws.params import Params, invalid_params
+from moltbot.gateway.ws.params import Params
 from moltbot.gateway.ws.protocol import invalid_request, unavailable
-from moltbot.gateway.ws.runs import Outcome, check_writable, drain, stamped, start_run
+from moltbot.gateway.ws.runs import (
+    Outcome,
+    check_writable,
+    drain,
+    stamped,
+    start_run,
+    user_message,
+)
 from moltbot.gateway.ws.views import transcript_message, trim_to_bytes
 
 HISTORY_DEFAULT_LIMIT = 200
@@ -39,8 +48,7 @@ async def chat_send(call: Call, params: Any) -> dict[str, Any] | None:
         return abort_runs(call, session, None, reason="stop")
     if not text.strip() and not attachments:
         raise invalid_request("message or attachment required")
-    if attachments:
-        raise invalid_params("chat.send", "attachments are not supported by this gateway")
+    images = parse_attachments("chat.send", attachments)
     if (repeated := _repeat(call, key)) is not None:
         ok, payload, error = repeated
         if ok:
@@ -49,7 +57,7 @@ async def chat_send(call: Call, params: Any) -> dict[str, Any] | None:
         return None
     check_writable("chat.send", session)
     request = TurnRequest(
-        message=stamped(call.hub.timezone, text),
+        input=(user_message(stamped(call.hub.timezone, text) if text.strip() else "", images),),
         session_key=session,
         run_id=key,
         # Unlike the reference, timeoutMs bounds the run itself.
@@ -57,7 +65,7 @@ async def chat_send(call: Call, params: Any) -> dict[str, Any] | None:
     )
     # `chat` events are what chat.send clients read: no `agent` events on top.
     run = start_run(call, request, follow=False)
-    _consume(call.hub, run)
+    _consume(call.hub, run, call.conn)
     return {"runId": key, "status": "started"}
 
 
@@ -77,9 +85,9 @@ def _repeat(call: Call, key: str) -> Outcome | None:
     return False, {"runId": key, "status": "error", "summary": summary}, unavailable(summary)
 
 
-def _consume(hub: Hub, run: Run) -> None:
+def _consume(hub: Hub, run: Run, conn: Connection) -> None:
     async def consume() -> None:
-        await drain(run)
+        await drain(run, conn)
         payload = {"runId": run.id, "status": "ok" if run.status == "ok" else "error"}
         if run.status != "ok":
             payload["summary"] = run.error or run.status

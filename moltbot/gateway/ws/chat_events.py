@@ -3,18 +3,23 @@
 One `ChatProjector` per gateway turns a run's agent events into chat payloads: throttled
 cumulative-text deltas while the assistant streams, then exactly one `final`, `aborted` or
 `error`. `seq` mirrors the agent event's seq, so a client can order the two streams together.
-The hub feeds it only the events of sessions someone reads; since every assistant event carries
-the whole text so far, a run first seen midway still ends with its complete text.
+The hub feeds it only the events of sessions someone reads. Agent events carry only new text,
+so the projector keeps each followed run's text; a run first seen midway starts from the run's
+reply so far (`reply_of`), and every ending carries the run's whole reply.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from moltbot.agents.events import AgentEvent
+from moltbot.agents.events import AgentEvent, RunEnded, TextChunk, UsageReport, usage_data
+from moltbot.content import Message, ToolCall
+
+# The reply of a run so far, by run id (None once the run is gone).
+ReplyLookup = Callable[[str], Message | None]
 
 # Deltas at most this often per run; the final always goes out and carries the full text.
 DELTA_INTERVAL_SECONDS = 0.150
@@ -22,9 +27,15 @@ DELTA_INTERVAL_SECONDS = 0.150
 
 @dataclass(slots=True)
 class _RunView:
-    text: str = ""
+    parts: list[str] = field(default_factory=list)  # joined only when a delta goes out
     last_delta: float | None = None
     usage: dict[str, Any] | None = None
+
+    @property
+    def text(self) -> str:
+        if len(self.parts) > 1:
+            self.parts[:] = ["".join(self.parts)]
+        return self.parts[0] if self.parts else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +49,11 @@ class ChatProjector:
         self,
         clock: Callable[[], float] = time.monotonic,
         interval: float = DELTA_INTERVAL_SECONDS,
+        reply_of: ReplyLookup = lambda run_id: None,
     ) -> None:
         self._clock = clock
         self._interval = interval
+        self.reply_of = reply_of
         self._runs: dict[str, _RunView] = {}  # active runs only: removed at their end
 
     def __len__(self) -> int:
@@ -55,16 +68,23 @@ class ChatProjector:
         self._runs.clear()
 
     def project(self, event: AgentEvent) -> ChatUpdate | None:
-        view = self._runs.setdefault(event.run_id, _RunView())
-        if event.stream == "assistant":
-            view.text = event.data.get("text", view.text)
+        view = self._runs.get(event.run_id)
+        item = event.item
+        if view is None:
+            view = self._runs[event.run_id] = _RunView()
+            if isinstance(item, TextChunk) and (reply := self.reply_of(event.run_id)):
+                view.parts.append(reply.text)  # first seen midway: the text so far, this one too
+                return self._delta(event, view)
+        if isinstance(item, TextChunk):
+            view.parts.append(item.text)
             return self._delta(event, view)
-        if event.stream == "usage":
-            view.usage = event.data
+        if isinstance(item, UsageReport):
+            view.usage = usage_data(item.usage)
             return None
-        if event.is_terminal:
+        if isinstance(item, RunEnded):
             del self._runs[event.run_id]
-            return ChatUpdate(self._ending(event, view), droppable=False)
+            reply = self.reply_of(event.run_id)
+            return ChatUpdate(self._ending(event, item, view, reply), droppable=False)
         return None
 
     def _delta(self, event: AgentEvent, view: _RunView) -> ChatUpdate | None:
@@ -77,19 +97,22 @@ class ChatProjector:
         return ChatUpdate(payload, droppable=True)
 
     @staticmethod
-    def _ending(event: AgentEvent, view: _RunView) -> dict[str, Any]:
-        data = event.data
-        if event.phase == "error":
+    def _ending(
+        event: AgentEvent, end: RunEnded, view: _RunView, reply: Message | None
+    ) -> dict[str, Any]:
+        if end.status == "error":
             payload = _base(event, "error")
-            payload["errorMessage"] = data.get("error") or "agent run failed"
-        elif data.get("aborted"):
+            payload["errorMessage"] = end.error or "agent run failed"
+        elif end.status == "aborted":
             payload = _base(event, "aborted")
-            payload["stopReason"] = data.get("reason") or "aborted"
+            payload["stopReason"] = end.error or "aborted"
         else:
             payload = _base(event, "final")
-            payload["stopReason"] = data.get("finishReason") or "stop"
-        if view.text:
-            payload["message"] = assistant_message(view.text, event.ts)
+            payload["stopReason"] = end.finish_reason or "stop"
+        text = reply.text if reply is not None else view.text
+        calls = reply.tool_calls if reply is not None else ()
+        if text or calls:
+            payload["message"] = assistant_message(text, event.ts, calls)
         if view.usage is not None:
             payload["usage"] = view.usage
         return payload
@@ -104,5 +127,12 @@ def _base(event: AgentEvent, state: str) -> dict[str, Any]:
     }
 
 
-def assistant_message(text: str, ts: int) -> dict[str, Any]:
-    return {"role": "assistant", "content": [{"type": "text", "text": text}], "timestamp": ts}
+def assistant_message(text: str, ts: int, calls: tuple[ToolCall, ...] = ()) -> dict[str, Any]:
+    content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text or not calls else []
+    content += [tool_call_block(c) for c in calls]
+    return {"role": "assistant", "content": content, "timestamp": ts}
+
+
+def tool_call_block(call: ToolCall) -> dict[str, Any]:
+    """The reference's transcript block for a tool call (arguments as the JSON text)."""
+    return {"type": "toolCall", "id": call.id, "name": call.name, "arguments": call.arguments}

@@ -45,6 +45,7 @@ class Connection:
         "_closing",
         "_max_buffered",
         "_queue",
+        "_room",
         "_transport",
         "_writer",
         "buffered",
@@ -77,6 +78,7 @@ class Connection:
         self._writer: asyncio.Task[None] | None = None
         self._closing: _Close | None = None
         self._closer: asyncio.Task[None] | None = None
+        self._room: asyncio.Event | None = None  # set once buffered is back under half
 
     @property
     def open(self) -> bool:
@@ -138,6 +140,32 @@ class Connection:
         if self._writer is None:  # one drain task at a time: frames leave in queue order
             self._writer = asyncio.create_task(self._drain(), name=f"ws writer {self.id}")
 
+    @property
+    def backed_up(self) -> bool:
+        """More than half the send buffer is waiting for the client to read."""
+        return self.buffered > self._max_buffered // 2
+
+    async def wait_for_room(self, timeout: float) -> bool:
+        """Wait until the client has read the buffer down to half (or the socket closed);
+        False if it read too little within `timeout`. Lets a run producing for this socket
+        slow down to the client's pace instead of dropping or buffering frames."""
+        if not self.backed_up or not self.open:
+            return True
+        self._room = self._room or asyncio.Event()
+        self._room.clear()
+        try:
+            async with asyncio.timeout(timeout):
+                while self.backed_up and self.open:
+                    await self._room.wait()
+                    self._room.clear()
+        except TimeoutError:
+            return False
+        return True
+
+    def _wake_producer(self) -> None:
+        if self._room is not None and (not self.backed_up or not self.open):
+            self._room.set()
+
     # -- closing ------------------------------------------------------------------------------
 
     def close(self, code: int, reason: str, *, flush: bool = True) -> None:
@@ -151,6 +179,7 @@ class Connection:
             return
         self._queue = None
         self.buffered = 0
+        self._wake_producer()
         if self._writer is not None:
             self._writer.cancel()  # it may be stuck waiting for the client to read
         self._closer = asyncio.create_task(self._close_socket(self._closing, drain=False))
@@ -180,6 +209,7 @@ class Connection:
                     await self._close_socket(item, drain=True)
                     return
                 self.buffered -= len(item)
+                self._wake_producer()
                 await self.ws.send_frame(item, WSMsgType.TEXT)
         except ConnectionError:
             log.debug("websocket gone while writing", conn=self.id)
@@ -201,6 +231,7 @@ class Connection:
         self._closing = self._closing or _Close(1006, "connection lost")
         self._queue = None
         self.buffered = 0
+        self._wake_producer()
 
     async def _close_socket(self, close: _Close, *, drain: bool) -> None:
         try:

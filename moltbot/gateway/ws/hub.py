@@ -21,6 +21,7 @@ from moltbot.agents.events import AgentEvent
 from moltbot.agents.prompt import resolve_timezone
 from moltbot.agents.runtime import AgentRuntime, now_ms
 from moltbot.config.model import Config
+from moltbot.content import Message
 from moltbot.gateway.ws.admission import PendingHandshakes
 from moltbot.gateway.ws.chat_events import ChatProjector
 from moltbot.gateway.ws.connection import Connection
@@ -68,6 +69,7 @@ class Hub:
 
     def start(self, runtime: AgentRuntime) -> None:
         self._runtime = runtime
+        self.chat.reply_of = self._reply_of
         self._unsubscribe = runtime.bus.subscribe(self._on_agent_event)
         self._ticker = asyncio.create_task(self._tick_loop(), name="ws ticks")
 
@@ -146,6 +148,10 @@ class Hub:
 
     # -- events -------------------------------------------------------------------------------
 
+    def _reply_of(self, run_id: str) -> Message | None:
+        run = self.runtime.get_run(run_id)
+        return run.answer.message() if run is not None else None
+
     def _on_agent_event(self, event: AgentEvent) -> None:
         """Called synchronously for every event of every run, HTTP runs included: it must cost
         next to nothing when nobody watches, and it only queues frames."""
@@ -169,11 +175,11 @@ class Hub:
             return
         targets = (by_run | by_session) if by_run and by_session else (by_run or by_session)
         payload = event.payload()
-        # Assistant events carry the cumulative text, so a slow client loses nothing by
-        # skipping some; lifecycle and usage events must arrive.
-        droppable = event.stream == "assistant"
+        # Every agent event must arrive (assistant events carry only their new text): a
+        # follower too slow for them is closed as a slow consumer. The socket that started a
+        # run holds the run back instead (runs.drain), so it does not get there.
         for conn in tuple(targets):
-            self._send(conn, "agent", payload, droppable=droppable)
+            self._send(conn, "agent", payload)
 
     def _forward_chat(self, event: AgentEvent) -> None:
         targets = self.routes.targets("chat", event.session_key)

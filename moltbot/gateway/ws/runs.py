@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from moltbot.agents.events import usage_data
 from moltbot.agents.prompt import with_timestamp_prefix
-from moltbot.agents.runtime import AgentRuntime, InvalidTurn, Run, TurnRequest, usage_data
+from moltbot.agents.runtime import AgentRuntime, InvalidTurn, Run, TurnRequest
 from moltbot.agents.session_keys import is_reserved
 from moltbot.agents.sessions import SessionStoreError
+from moltbot.content import ImagePart, Message, Part, TextPart
 from moltbot.gateway.ws.call import Call
+from moltbot.gateway.ws.connection import Connection
 from moltbot.gateway.ws.params import invalid_params
-from moltbot.gateway.ws.protocol import RpcError, unavailable
+from moltbot.gateway.ws.protocol import CLOSE_POLICY_VIOLATION, RpcError, unavailable
 from moltbot.gateway.ws.views import split_model_ref
 from moltbot.logs import get_logger
 
@@ -24,6 +27,11 @@ def stamped(zone: ZoneInfo, message: str) -> str:
     """WS turns carry the user's local time in front of the message (agent-runtime §6.3).
     `zone` is the hub's, resolved once from `agents.defaults.userTimezone`."""
     return with_timestamp_prefix(message, zone)
+
+
+def user_message(text: str, images: tuple[ImagePart, ...] = ()) -> Message:
+    parts: tuple[Part, ...] = (TextPart(text),) if text else ()
+    return Message("user", parts + images)
 
 
 def check_writable(method: str, session_key: str) -> None:
@@ -45,10 +53,18 @@ def start_run(call: Call, request: TurnRequest, *, follow: bool = True) -> Run:
         raise invalid_params(call.method, str(exc)) from None
 
 
-async def drain(run: Run) -> None:
-    """Iterate the run to its end: stopping early would abort it."""
+async def drain(run: Run, conn: Connection | None = None) -> None:
+    """Iterate the run to its end: stopping early would abort it. While `conn` (the socket
+    that started it) is backed up, wait for it to read: a slow client holds its run back,
+    and the run its upstream. One that reads nothing for the stall limit is disconnected
+    and its run aborted."""
     async for _ in run:
-        pass
+        if conn is None or not conn.backed_up:
+            continue
+        if not await conn.wait_for_room(run.stall_seconds):
+            log.warning("closing slow consumer", conn=conn.id, run_id=run.id)
+            conn.close(CLOSE_POLICY_VIOLATION, "slow consumer", flush=False)
+            run.abort("slow consumer: the client read nothing in time")
 
 
 async def agent_outcome(runtime: AgentRuntime, run: Run) -> Outcome:

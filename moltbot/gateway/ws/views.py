@@ -12,6 +12,8 @@ from typing import Any
 
 from moltbot.agents.sessions import SessionInfo, TranscriptMessage
 from moltbot.config.model import Config
+from moltbot.content import TextPart
+from moltbot.gateway.ws.chat_events import tool_call_block
 from moltbot.providers.echo import ECHO_MODEL_ID, ECHO_PROVIDER_NAME
 
 # The timestamp envelope WS turns get (`[Sat 2026-01-31 19:55 CET] `), hidden again in history.
@@ -116,16 +118,32 @@ def strip_envelope(text: str) -> str:
 
 
 def transcript_message(message: TranscriptMessage) -> dict[str, Any]:
-    """A `chat.history` message (agent-runtime.md §5 shape, text blocks only)."""
-    text = strip_envelope(message.content) if message.role == "user" else message.content
-    item: dict[str, Any] = {
-        "role": message.role,
-        "content": [{"type": "text", "text": text}] if text or message.role == "user" else [],
-        "timestamp": message.ts,
-    }
-    if message.role != "assistant":
+    """A `chat.history` message (agent-runtime.md §5 shape): text, image and toolCall blocks;
+    tool results as `toolResult` messages. Image bytes are not kept, only their type and size."""
+    stored = message.message
+    if stored.role == "tool":
+        return {
+            "role": "toolResult",
+            "toolCallId": stored.tool_call_id,
+            "content": [{"type": "text", "text": stored.text}],
+            "isError": False,
+            "timestamp": message.ts,
+        }
+    blocks: list[dict[str, Any]] = []
+    for part in stored.content:
+        if isinstance(part, TextPart):
+            text = strip_envelope(part.text) if stored.role == "user" and not blocks else part.text
+            blocks.append({"type": "text", "text": text})
+        else:
+            blocks.append({"type": "image", "mimeType": part.media_type, "size": part.size})
+    if stored.role == "user" and not blocks:
+        blocks.append({"type": "text", "text": ""})
+    blocks += [tool_call_block(call) for call in stored.tool_calls]
+    item: dict[str, Any] = {"role": stored.role, "content": blocks, "timestamp": message.ts}
+    if stored.role != "assistant":
         return item
-    item["stopReason"] = _STOP_REASONS.get(message.status, message.status)
+    stop = _STOP_REASONS.get(message.status, message.status)
+    item["stopReason"] = "toolUse" if stop == "stop" and stored.tool_calls else stop
     provider, model = split_model_ref(message.model)
     if provider:
         item["provider"] = provider

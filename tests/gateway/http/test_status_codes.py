@@ -134,7 +134,7 @@ WRONG_TYPES = [
     ({"messages": [user("a"), {"role": 1, "content": "b"}]}, "messages[1]"),
     ({"messages": [user(42)]}, "messages[0].content"),
     ({"messages": [user({"text": "hi"})]}, "messages[0].content"),
-    ({"messages": [user([{"type": "text", "text": 3}])]}, "messages[0].content"),
+    ({"messages": [user([{"type": "text", "text": 3}])]}, "messages[0].content[0].text"),
     ({"stream_options": ["include_usage"]}, "stream_options"),
     ({"stream_options": {"include_usage": "true"}}, "stream_options.include_usage"),
     ({"temperature": "hot"}, "temperature"),
@@ -225,7 +225,7 @@ NO_USER_MESSAGE = [
     [{"role": "system", "content": "You are terse."}],
     [{"role": "developer", "content": "x"}, {"role": "assistant", "content": "hello"}],
     [user("   ")],
-    [user([{"type": "image_url", "image_url": {"url": "data:,"}}])],
+    [user("hi"), {"role": "assistant", "content": "a trailing assistant turn"}],
 ]
 
 

@@ -52,8 +52,10 @@ async def test_agent_acks_streams_events_then_answers_again(state_dir, start_ws,
     first, last = events[0]["payload"], events[-1]["payload"]
     assert first["data"]["phase"] == "start" and last["data"]["phase"] == "end"
     assert all(e["payload"]["sessionKey"] == "agent:main:main" for e in events)
-    texts = [e["payload"]["data"]["text"] for e in events if e["payload"]["stream"] == "assistant"]
-    assert texts[-1] == reply["text"]
+    # Assistant events carry only their new text; together they make the reply.
+    deltas = [e["payload"]["data"] for e in events if e["payload"]["stream"] == "assistant"]
+    assert all(set(d) == {"delta"} for d in deltas)
+    assert "".join(d["delta"] for d in deltas) == reply["text"]
 
 
 async def test_same_idempotency_key_returns_the_same_run(state_dir, start_ws, open_client):

@@ -8,11 +8,12 @@ from tests.fake_upstreams import FakeOpenAI, provider_config
 from tests.gateway.ws.wsutil import collect_until, is_chat_end, wait_for
 
 MAX_BUFFERED = 16 * 1024
-# Every agent event carries the whole text so far: 400 chunks of 250 characters make ~20 MB
-# for a follower, well beyond what the kernel's socket buffers (a MB or two on loopback)
-# absorb before the gateway's own queue has to grow.
-CHUNK = "x" * 249 + " "
-CHUNKS = 400
+# Agent events must all arrive (each carries only its new text): three runs of 1,500 chunks of
+# 2,000 characters make ~9 MB for a follower, beyond what the kernel's socket buffers (a few MB
+# on loopback) absorb before the gateway's own queue has to grow.
+CHUNK = "x" * 1999 + " "
+CHUNKS = 1500
+RUNS = 3
 # A pause between chunks lets the gateway's writer hand each event to the transport; with no
 # pause a burst of events would mostly be dropped (as droppable) before reaching the socket.
 CHUNK_DELAY = 0.001
@@ -29,22 +30,25 @@ async def test_a_client_that_does_not_read_is_dropped(
     gateway.runtime.bus.subscribe(
         lambda _: peaks.append(max((c.buffered for c in hub.connections), default=0))
     )
-    up.stream([CHUNK] * CHUNKS, delay=CHUNK_DELAY)
+    for _ in range(RUNS):
+        up.stream([CHUNK] * CHUNKS, delay=CHUNK_DELAY)
 
     slow = await open_probe(gateway)
     assert (await slow.hello())["ok"]
-    assert (await slow.request("agent.follow", {"sessionKey": "main"}))["ok"]
+    for run in range(RUNS):  # one session per run: a history this long would not be sent
+        assert (await slow.request("agent.follow", {"sessionKey": f"s{run}"}))["ok"]
     # From here on the slow client reads nothing: every agent event of the run piles up.
 
     reader = await open_client(gateway)
-    started = await reader.request(
-        "chat.send", {"sessionKey": "main", "message": "go", "idempotencyKey": "big-run"}
-    )
-    assert started == {"runId": "big-run", "status": "started"}
-    events = await collect_until(reader, is_chat_end("big-run"), timeout=30)
-    final = events[-1].payload
-    assert final["state"] == "final"
-    assert final["message"]["content"][0]["text"] == CHUNK * CHUNKS
+    for run in range(RUNS):
+        run_id = f"big-run-{run}"
+        params = {"sessionKey": f"s{run}", "message": "go", "idempotencyKey": run_id}
+        started = await reader.request("chat.send", params)
+        assert started == {"runId": run_id, "status": "started"}
+        events = await collect_until(reader, is_chat_end(run_id), timeout=30)
+        final = events[-1].payload
+        assert final["state"] == "final", final.get("errorMessage")
+        assert final["message"]["content"][0]["text"] == CHUNK * CHUNKS
 
     # The slow socket was closed by the server, the reader is still connected and usable.
     await wait_for(lambda: len(hub.connections) == 1)
@@ -52,5 +56,5 @@ async def test_a_client_that_does_not_read_is_dropped(
     code, reason = await slow.closed(timeout=30)
     assert (code, reason) == (1008, "slow consumer")
     # The backlog never grew past the limit plus the one frame that crossed it.
-    largest_frame = len(CHUNK) * CHUNKS * 2 + 1024
+    largest_frame = len(CHUNK) * CHUNKS + 1024  # the final chat message, to the reader
     assert max(peaks) <= MAX_BUFFERED + largest_frame

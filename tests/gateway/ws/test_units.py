@@ -6,7 +6,15 @@ import asyncio
 
 import pytest
 
-from moltbot.agents.events import AgentEvent
+from moltbot.agents.events import (
+    AgentEvent,
+    EventItem,
+    RunEnded,
+    RunStarted,
+    TextChunk,
+    UsageReport,
+)
+from moltbot.content import assistant_text
 from moltbot.gateway.ws.admission import PendingHandshakes
 from moltbot.gateway.ws.chat_events import ChatProjector
 from moltbot.gateway.ws.connection import Connection
@@ -21,6 +29,7 @@ from moltbot.gateway.ws.protocol import (
     parse_request,
 )
 from moltbot.gateway.ws.routes import Routes
+from moltbot.providers.base import Usage
 
 
 class Clock:
@@ -102,24 +111,29 @@ def test_dedupe_expires_and_is_bounded():
     assert cache.get("d") is None and len(cache) == 0
 
 
-def event(seq: int, stream: str, data: dict, run_id: str = "r") -> AgentEvent:
-    return AgentEvent(run_id, seq, stream, 1, data, "agent:main:main")  # type: ignore[arg-type]
+def event(seq: int, item: EventItem, run_id: str = "r") -> AgentEvent:
+    return AgentEvent(run_id, seq, 1, "agent:main:main", item)
+
+
+def ended(status: str, error: str | None = None) -> RunEnded:
+    return RunEnded(status, 0, 1, "stop", None, error)  # type: ignore[arg-type]
 
 
 def test_chat_deltas_are_throttled_and_the_final_has_everything():
     clock = Clock()
     chat = ChatProjector(clock=clock, interval=0.15)
-    assert chat.project(event(1, "lifecycle", {"phase": "start"})) is None
-    first = chat.project(event(2, "assistant", {"text": "a", "delta": "a"}))
+    assert chat.project(event(1, RunStarted(0))) is None
+    first = chat.project(event(2, TextChunk("a")))
     assert first is not None and first.droppable
     assert first.payload["message"]["content"] == [{"type": "text", "text": "a"}]
     clock.now += 0.1
-    assert chat.project(event(3, "assistant", {"text": "ab", "delta": "b"})) is None
+    assert chat.project(event(3, TextChunk("b"))) is None
     clock.now += 0.06
-    later = chat.project(event(4, "assistant", {"text": "abc", "delta": "c"}))
+    later = chat.project(event(4, TextChunk("c")))
     assert later is not None and later.payload["seq"] == 4
-    chat.project(event(5, "usage", {"input": 1, "output": 2}))
-    final = chat.project(event(6, "lifecycle", {"phase": "end", "aborted": False}))
+    assert later.payload["message"]["content"] == [{"type": "text", "text": "abc"}]
+    chat.project(event(5, UsageReport(Usage(1, 2))))
+    final = chat.project(event(6, ended("ok")))
     assert final is not None and not final.droppable
     assert final.payload == {
         "runId": "r",
@@ -132,17 +146,29 @@ def test_chat_deltas_are_throttled_and_the_final_has_everything():
             "content": [{"type": "text", "text": "abc"}],
             "timestamp": 1,
         },
-        "usage": {"input": 1, "output": 2},
+        "usage": {"input": 1, "output": 2, "cacheRead": 0, "cacheWrite": 0, "total": 3},
     }
+
+
+def test_a_run_first_seen_midway_starts_from_its_reply_so_far():
+    replies = {"r": assistant_text("hello wor")}
+    chat = ChatProjector(interval=0, reply_of=replies.get)
+    update = chat.project(event(7, TextChunk("ld")))
+    assert update is not None
+    # The lookup already holds the chunk that made the view start.
+    assert update.payload["message"]["content"] == [{"type": "text", "text": "hello wor"}]
+    replies["r"] = assistant_text("hello world")
+    final = chat.project(event(8, ended("ok")))
+    assert final is not None
+    assert final.payload["message"]["content"] == [{"type": "text", "text": "hello world"}]
 
 
 def test_chat_errors_and_aborts():
     chat = ChatProjector()
-    error = chat.project(event(1, "lifecycle", {"phase": "error", "error": "boom"}, "e"))
+    error = chat.project(event(1, ended("error", "boom"), "e"))
     assert error is not None
     assert (error.payload["state"], error.payload["errorMessage"]) == ("error", "boom")
-    data = {"phase": "end", "aborted": True, "reason": "rpc"}
-    aborted = chat.project(event(1, "lifecycle", data, "a"))
+    aborted = chat.project(event(1, ended("aborted", "rpc"), "a"))
     assert aborted is not None
     assert (aborted.payload["state"], aborted.payload["stopReason"]) == ("aborted", "rpc")
 
