@@ -2,9 +2,12 @@
 
 Used where a client or a model chooses the URL: image URLs in chat requests and the agent's
 `web_fetch` tool. `await fetch(url, policy)` returns a `Fetched` (final URL, status, media type,
-charset, body) or raises `FetchRefused`, whose message is safe to show to the caller: it names
-the URL (credentials never included) and the reason, but never an address a host name resolved
-to or text the remote server chose, so the gateway's network layout does not leak through it.
+charset, body) or raises `FetchRefused`. Its message is safe to show to the caller: "refused to
+fetch URL: reason" when a rule below refused, "could not fetch URL: reason" when the fetch
+failed (no such host, no connection, timeout, a non-2xx status). The URL is shown without
+credentials and cut to 200 characters; an address a host name resolved to is never shown, so
+the gateway's view of its network does not leak; of what a server sent, only the status code
+(with the standard phrase, not the server's), a redirect target and a media type appear.
 
 Each hop, the first URL and every redirect target alike, goes through the same checks before
 any connection is attempted:
@@ -18,10 +21,11 @@ any connection is attempted:
    fc00::/7), link-local (169.254/16 with the metadata address, fe80::/10), CGNAT (100.64/10),
    unspecified, multicast, reserved or documentation addresses, nor IPv6 forms that carry such
    an IPv4 address (IPv4-mapped, IPv4-compatible, NAT64 64:ff9b::/96, 6to4). The tables are in
-   `moltbot.net.addresses`. One bad address refuses the host, since a client could not choose
-   which one is used.
-4. `policy.allowed_hosts` lets named hosts, or addresses and networks, through step 2 and 3
-   (see `moltbot.net.policy`). Nothing else does.
+   `moltbot.net.addresses`. One non-public address refuses the host: a name that points both
+   outward and inward is treated as pointing inward.
+4. `policy.allowed_hosts` is the only way past 2 and 3 (see `moltbot.net.policy`): a host name
+   listed there skips both; a listed address or network lets those addresses through step 3,
+   as a literal or whatever name resolves to them.
 
 The connection then goes to the checked addresses and no others: the fetch's own connector
 has a resolver that answers only with the addresses pinned by step 3 (and refuses any host

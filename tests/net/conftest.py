@@ -14,9 +14,13 @@ import asyncio
 import errno
 import gzip
 import ipaddress
+import shutil
 import socket
+import ssl
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -127,6 +131,45 @@ async def upstream() -> AsyncIterator[Upstream]:
     except OSError:
         pass  # no IPv6 loopback here: the [::1] cases skip themselves
     yield Upstream(port, v6_port, hits, host_headers)
+    await runner.cleanup()
+
+
+@dataclass
+class TlsUpstream:
+    """An https server on 127.0.0.1 with a self-signed certificate for `secure.test`, which no
+    client trusts; it records the server name (SNI) each handshake asked for."""
+
+    port: int
+    server_names: list[str | None]
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for secure.test and its key."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: no certificate for the https test")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
+         "-subj", "/CN=secure.test", "-addext", "subjectAltName=DNS:secure.test"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture
+async def tls_upstream(certificate: tuple[Path, Path]) -> AsyncIterator[TlsUpstream]:
+    server_names: list[str | None] = []
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    context.sni_callback = lambda _sock, name, _context: server_names.append(name)
+    app = web.Application()
+    app.router.add_routes(_routes())
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start()
+    yield TlsUpstream(runner.addresses[0][1], server_names)
     await runner.cleanup()
 
 

@@ -12,7 +12,7 @@ from urllib.parse import quote
 import pytest
 
 from moltbot.net.fetch import MAX_URL_CHARS, Fetched, FetchPolicy, FetchRefused, fetch
-from tests.net.conftest import Network, Upstream
+from tests.net.conftest import Network, TlsUpstream, Upstream
 
 pytestmark = pytest.mark.usefixtures("network")
 
@@ -154,6 +154,19 @@ async def test_a_redirect_to_the_same_name_is_checked_again(upstream: Upstream, 
     )
     assert network.lookups == ["rebind.test", "rebind.test"]
     assert network.connects == [("127.0.0.1", upstream.port)]
+
+
+async def test_tls_uses_the_name_while_connecting_to_the_pinned_address(
+    tls_upstream: TlsUpstream, network: Network
+):
+    # The certificate is for secure.test but signed by nobody the client trusts: the handshake
+    # shows which name was asked for, then fails the certificate check.
+    network.answers["secure.test"] = [["127.0.0.1"]]
+    url = f"https://secure.test:{tls_upstream.port}/ok"
+    message = await refused(url, policy(allowed_hosts=("127.0.0.0/8",)))
+    assert message == f"could not fetch {url}: the server's TLS certificate was not accepted"
+    assert tls_upstream.server_names == ["secure.test"]
+    assert network.connects == [("127.0.0.1", tls_upstream.port)]
 
 
 async def test_unknown_host_is_a_clear_failure(network: Network):
