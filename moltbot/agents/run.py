@@ -176,6 +176,8 @@ class Run:
     ended_at: int | None = None
     model_ref: str | None = None
     answer: Answer = field(default_factory=Answer)
+    # What the turn adds to the session: the request's input, less what it already holds.
+    input: tuple[Message, ...] = ()
     usage: Usage | None = None
     finish_reason: str = "stop"
     error: str | None = None

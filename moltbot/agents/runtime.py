@@ -108,7 +108,13 @@ class AgentRuntime:
         run_id = request.run_id or f"run_{uuid.uuid4().hex}"
         if self.get_run(run_id) is not None:
             raise InvalidTurn(f'run id "{run_id}" is already in use', code="duplicate_run")
-        run = Run(id=run_id, session_key=request.session_key, agent=agent, request=request)
+        run = Run(
+            id=run_id,
+            session_key=request.session_key,
+            agent=agent,
+            request=request,
+            input=request.input,
+        )
         if self._stall_seconds is not None:
             run.stall_seconds = self._stall_seconds
         self._active[run_id] = run
@@ -238,7 +244,8 @@ class AgentRuntime:
             files=files,
             extra=run.request.extra_system_prompt,
         )
-        messages = well_formed([*history, *run.request.context, *run.request.input])
+        context, run.input = _new_part(history, run.request.context, run.request.input)
+        messages = well_formed([*history, *context, *run.input])
         return ModelRequest(
             model="",
             system=system,
@@ -281,7 +288,7 @@ class AgentRuntime:
             key=run.session_key,
             agent_id=run.agent.id,
             run_id=run.id,
-            messages=(*run.request.input, run.answer.message()),
+            messages=(*run.input, run.answer.message()),
             status=run.status,  # type: ignore[arg-type]  # ended: "ok", "error" or "aborted"
             started_at=run.started_at or run.ended_at or now_ms(),
             ended_at=run.ended_at or now_ms(),
@@ -348,6 +355,21 @@ class AgentRuntime:
         with contextlib.suppress(Exception):
             await self.providers.close()
         await self.store.close()
+
+
+def _new_part(
+    history: list[Message], context: tuple[Message, ...], turn_input: tuple[Message, ...]
+) -> tuple[tuple[Message, ...], tuple[Message, ...]]:
+    """(context, input) without what the session already holds. A client answering a tool
+    call sends the whole chat again, the call included; when the stored history has that
+    call, the session has the conversation up to it: only the results are new."""
+    first = turn_input[0] if turn_input else None
+    if not history or first is None or not first.tool_calls:
+        return context, turn_input
+    stored = {call.id for message in history for call in message.tool_calls}
+    if {call.id for call in first.tool_calls} <= stored:
+        return (), turn_input[1:]
+    return context, turn_input
 
 
 def valid_text(text: str) -> str:

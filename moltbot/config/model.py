@@ -46,9 +46,20 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class ImagesConfig:
+    """Image URLs in requests: refused unless `allow_url`; then fetched from public addresses
+    only, or from the hosts listed (an intranet)."""
+
+    allow_url: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+    timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
 class HttpConfig:
     chat_completions_enabled: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    images: ImagesConfig = field(default_factory=ImagesConfig)
 
 
 @dataclass(frozen=True)

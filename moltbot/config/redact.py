@@ -52,6 +52,11 @@ def _gateway(gateway: GatewayConfig) -> dict[str, object]:
         "http": {
             "maxBodyBytes": gateway.http.max_body_bytes,
             "endpoints": {"chatCompletions": {"enabled": gateway.http.chat_completions_enabled}},
+            "images": {
+                "allowUrl": gateway.http.images.allow_url,
+                "allowedHosts": list(gateway.http.images.allowed_hosts),
+                "timeoutSeconds": gateway.http.images.timeout_seconds,
+            },
         },
         "shutdownGraceSeconds": gateway.shutdown_grace_seconds,
     }
@@ -78,6 +83,7 @@ def _model(model: ModelConfig) -> dict[str, object]:
         "name": model.name,
         "contextWindow": model.context_window,
         "maxTokens": model.max_tokens,
+        "input": list(model.input),
     }
 
 

@@ -27,12 +27,14 @@ from moltbot.config.model import (
     Config,
     GatewayConfig,
     HttpConfig,
+    ImagesConfig,
     LoggingConfig,
     RateLimitConfig,
     SessionConfig,
 )
 from moltbot.config.providers import models_section
 from moltbot.config.wording import describe, quote
+from moltbot.net.policy import FetchPolicy
 
 TOP_KEYS = ("gateway", "models", "agents", "session", "logging", "env", "meta")
 GATEWAY_KEYS = ("mode", "port", "bind", "auth", "trustedProxies", "http", "shutdownGraceSeconds")
@@ -170,13 +172,46 @@ def _rate_limit_section(node: Node) -> RateLimitConfig:
 
 
 def _http_section(node: Node) -> HttpConfig:
-    node.check_keys(("maxBodyBytes", "endpoints"))
+    node.check_keys(("maxBodyBytes", "endpoints", "images"))
     return HttpConfig(
         **given(
             max_body_bytes=node.integer("maxBodyBytes"),
             chat_completions_enabled=node.section("endpoints", _endpoints_section),
+            images=node.section("images", _images_section),
         )
     )
+
+
+def _images_section(node: Node) -> ImagesConfig:
+    node.check_keys(("allowUrl", "allowedHosts", "timeoutSeconds"))
+    return ImagesConfig(
+        **given(
+            allow_url=node.boolean("allowUrl"),
+            allowed_hosts=node.get("allowedHosts", _host_list),
+            timeout_seconds=node.get("timeoutSeconds", as_positive_number),
+        )
+    )
+
+
+def _host_list(value: object, path: str, ctx: Context) -> tuple[str, ...] | None:
+    """Host names, `*.domain` wildcards, IPs or CIDR networks, checked as the fetcher reads them."""
+    hosts = as_tuple(value, path, ctx, as_string)
+    if hosts is None:
+        return None
+    try:
+        FetchPolicy(max_bytes=1, timeout_seconds=1, allowed_hosts=hosts)
+    except ValueError as exc:
+        ctx.problem(path, str(exc))
+        return None
+    return hosts
+
+
+def as_positive_number(value: object, path: str, ctx: Context) -> float | None:
+    number = as_number(value, path, ctx)
+    if number is not None and number <= 0:
+        ctx.mismatch(path, "a number above 0", value)
+        return None
+    return number
 
 
 def _endpoints_section(node: Node) -> bool | None:

@@ -59,10 +59,11 @@ def test_redacted_has_the_file_shape(tmp_path: Path) -> None:
     assert shown["gateway"]["http"] == {
         "maxBodyBytes": 2048,
         "endpoints": {"chatCompletions": {"enabled": True}},
+        "images": {"allowUrl": False, "allowedHosts": [], "timeoutSeconds": 10.0},
     }
     assert shown["gateway"]["auth"]["rateLimit"]["maxAttempts"] == 10
     assert shown["models"]["providers"]["p"]["models"] == [
-        {"id": "m", "name": "M", "contextWindow": 200000, "maxTokens": 8192}
+        {"id": "m", "name": "M", "contextWindow": 200000, "maxTokens": 8192, "input": ["text"]}
     ]
     assert shown["agents"]["defaults"]["model"] == {"primary": "p/m", "fallbacks": []}
     assert shown["agents"]["defaults"]["workspace"] == "/ws"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -58,6 +59,13 @@ class ChatTurn:
     context: tuple[Message, ...]
     input: tuple[Message, ...]
     image_urls: tuple[ImageUrl, ...] = ()  # each stands for one PENDING_IMAGE, in order
+    image_bytes: int = 0  # of the inline images
+
+    def with_images(self, images: list[ImagePart]) -> ChatTurn:
+        """The turn with each PENDING_IMAGE replaced by the next of `images`, in order."""
+        remaining = iter(images)
+        context = _fill(self.context, remaining)
+        return replace(self, context=context, input=_fill(self.input, remaining), image_urls=())
 
 
 class _Budget:
@@ -130,7 +138,8 @@ def parse_messages(value: Any, *, fetch_image_urls: bool = False) -> ChatTurn:
         else:
             raise InvalidRequest(f'unknown role "{role}"', param=f"{param}.role")
     context, turn_input = _split(conversation)
-    return ChatTurn("\n\n".join(system) or None, context, turn_input, tuple(urls))
+    system_text = "\n\n".join(system) or None
+    return ChatTurn(system_text, context, turn_input, tuple(urls), budget.image_bytes)
 
 
 def _split(conversation: list[Message]) -> tuple[tuple[Message, ...], tuple[Message, ...]]:
@@ -374,15 +383,11 @@ def _tool_choice(raw: Any, tools: tuple[Tool, ...]) -> ToolChoice | None:
     return NamedTool(name)
 
 
-def with_fetched_images(
-    messages: tuple[Message, ...], images: list[ImagePart]
-) -> tuple[Message, ...]:
-    """The messages with each PENDING_IMAGE replaced by the next of `images`, in order."""
-    remaining = iter(images)
+def _fill(messages: tuple[Message, ...], images: Iterator[ImagePart]) -> tuple[Message, ...]:
     out = []
     for message in messages:
         if PENDING_IMAGE in message.content:
-            parts = tuple(next(remaining) if p == PENDING_IMAGE else p for p in message.content)
+            parts = tuple(next(images) if p == PENDING_IMAGE else p for p in message.content)
             message = replace(message, content=parts)
         out.append(message)
     return tuple(out)

@@ -12,6 +12,7 @@ import json
 import re
 import uuid
 from contextlib import aclosing
+from dataclasses import replace
 
 import orjson
 from aiohttp import web
@@ -32,6 +33,7 @@ from moltbot.gateway.errors import (
     UpstreamTimeout,
     error_body,
 )
+from moltbot.gateway.http.image_fetch import fetch_images
 from moltbot.gateway.http.protocol import (
     ChatCompletionRequest,
     ChunkEncoder,
@@ -40,7 +42,7 @@ from moltbot.gateway.http.protocol import (
     reject_lone_surrogates,
 )
 from moltbot.gateway.http.sse import EventStream
-from moltbot.gateway.state import AUTH_KEY, RUNTIME_KEY
+from moltbot.gateway.state import AUTH_KEY, CONFIG_KEY, RUNTIME_KEY
 from moltbot.logs import get_logger
 
 log = get_logger("moltbot.http")
@@ -58,10 +60,14 @@ _UPSTREAM_KINDS = ("auth", "rate_limit", "upstream", "connection", "malformed")
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     request.app[AUTH_KEY].check_request(request)
-    chat = parse_chat_request(await read_json(request))
+    images = request.app[CONFIG_KEY].gateway.http.images
+    chat = parse_chat_request(await read_json(request), fetch_image_urls=images.allow_url)
     runtime = request.app[RUNTIME_KEY]
     agent_id = resolve_agent(request, chat.model, runtime.agents)
     session_key, ephemeral = resolve_session(request, agent_id, chat.user, runtime.agents)
+    if chat.turn.image_urls:  # after routing: a request for an unknown agent fetches nothing
+        fetched = await fetch_images(chat.turn.image_urls, images, chat.turn.image_bytes)
+        chat = replace(chat, turn=chat.turn.with_images(fetched))
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     turn = TurnRequest(
         input=chat.turn.input,
