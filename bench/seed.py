@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from moltbot.agents.sessions import SessionStore, TurnRecord
+from moltbot.content import assistant_text, user_text
 from moltbot.providers.base import Usage
 
 BATCH = 2000  # calls queued in one loop iteration go to SQLite as one transaction
@@ -23,8 +24,7 @@ def seed_turn(index: int, now_ms: int) -> TurnRecord:
         key=f"agent:fast:openai-user:seed-{index}",
         agent_id="fast",
         run_id=f"chatcmpl-seed-{index}",
-        user_text="Say hello to the benchmark.",
-        assistant_text="tok0 ",
+        messages=(user_text("Say hello to the benchmark."), assistant_text("tok0 ")),
         status="ok",
         started_at=now_ms - 5,
         ended_at=now_ms,
