@@ -13,9 +13,19 @@ streams with real usage numbers. Each listens on 127.0.0.1 on a random port.
         await up.wait_disconnect()  # the client hung up while we were still answering
 
 Script: every request gets the next one-shot behaviour queued with `status`, `hang`,
-`reset_after`, `malformed`, `stream`, `error_frame` or `json_answer` (each returns the fake,
-so calls chain), or the default reply (`reply`: a string or a function of the request) once
-the queue is empty. Everything received is in `requests`.
+`reset_after`, `malformed`, `stream`, `error_frame`, `json_answer`, `tool_calls`,
+`tool_calls_json` or `steps` (each returns the fake, so calls chain), or the default reply
+(`reply`: a string or a function of the request) once the queue is empty. Everything received
+is in `requests`, with the JSON body the gateway sent (`json`, `messages`, `tools`, ...).
+
+Tool calls go out in the API's real wire format, every fragment in a write of its own:
+
+    up.tool_calls([FakeCall("call_1", "get_weather", '{"city": "Paris"}')], fragment_chars=4)
+
+OpenAI: `delta.tool_calls` by index (id, type and name first, then `function.arguments`
+fragments), `finish_reason: "tool_calls"`; Anthropic: a `tool_use` content block per call,
+`input_json_delta` fragments, `content_block_stop`, `stop_reason: "tool_use"`. `interleave`
+sends the calls' fragments in turns (OpenAI only: Anthropic streams one block at a time).
 
 Observing the client: `disconnects` counts answers the client abandoned mid-way (the handler
 saw `ConnectionResetError` or was cancelled because the connection closed);
@@ -41,9 +51,10 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from moltbot.config.model import ApiKind, ModelConfig, ProviderConfig
+from tests.upstream_rules import anthropic_problem, openai_problem
 
 DEFAULT_REPLY = "Hello from fake upstream"
-FinishName = Literal["stop", "length"]
+FinishName = Literal["stop", "length", "tool_calls"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,17 @@ class RecordedRequest:
     def messages(self) -> list[dict[str, Any]]:
         messages = self.json.get("messages") if isinstance(self.json, dict) else None
         return messages if isinstance(messages, list) else []
+
+    @property
+    def tools(self) -> list[dict[str, Any]] | None:
+        return self._field("tools")
+
+    @property
+    def tool_choice(self) -> Any:
+        return self._field("tool_choice")
+
+    def _field(self, name: str) -> Any:
+        return self.json.get(name) if isinstance(self.json, dict) else None
 
     def last_user_text(self) -> str:
         for message in reversed(self.messages):
@@ -107,6 +129,66 @@ def _content_text(content: object) -> str:
     return ""
 
 
+# -- scripted answers: text and tool calls --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FakeCall:
+    """A tool call the fake answers with; `arguments` is the JSON text, streamed in pieces."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class TextStep:
+    text: str
+
+
+@dataclass(frozen=True)
+class CallStart:
+    """Opens the `index`-th tool call of the answer: its id and name."""
+
+    index: int
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ArgsStep:
+    """A fragment of the `index`-th call's JSON arguments."""
+
+    index: int
+    fragment: str
+
+
+Step = TextStep | CallStart | ArgsStep
+
+
+def fragments(text: str, size: int) -> list[str]:
+    """`text` cut into pieces of `size` characters (the last may be shorter)."""
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def tool_call_steps(
+    calls: Sequence[FakeCall], *, text: str = "", fragment_chars: int = 5, interleave: bool = False
+) -> list[Step]:
+    """Text (word by word), then the calls: each opened, then its arguments in fragments; with
+    `interleave`, every call is opened first and the fragments come in turns."""
+    steps: list[Step] = [TextStep(chunk) for chunk in word_chunks(text)]
+    pieces = [fragments(call.arguments, fragment_chars) for call in calls]
+    if not interleave:
+        for index, call in enumerate(calls):
+            steps.append(CallStart(index, call.id, call.name))
+            steps += [ArgsStep(index, piece) for piece in pieces[index]]
+        return steps
+    steps += [CallStart(index, call.id, call.name) for index, call in enumerate(calls)]
+    for turn in range(max((len(p) for p in pieces), default=0)):
+        steps += [ArgsStep(i, p[turn]) for i, p in enumerate(pieces) if turn < len(p)]
+    return steps
+
+
 # -- wire formats --------------------------------------------------------------------------
 
 
@@ -115,6 +197,10 @@ class Wire(ABC):
 
     api: ApiKind
     chat_path: str
+
+    @abstractmethod
+    def problem(self, body: Any) -> str | None:
+        """What the real API would refuse in this request body (tests/upstream_rules.py)."""
 
     @abstractmethod
     def opening(self, request: RecordedRequest, usage: FakeUsage) -> bytes: ...
@@ -136,6 +222,18 @@ class Wire(ABC):
         self, request: RecordedRequest, text: str, finish: FinishName, usage: FakeUsage
     ) -> dict[str, Any]: ...
 
+    @abstractmethod
+    def step_frames(
+        self, request: RecordedRequest, steps: Sequence[Step], finish: FinishName, usage: FakeUsage
+    ) -> list[bytes]:
+        """A whole streamed answer made of `steps`: one SSE frame (one write) per item."""
+
+    @abstractmethod
+    def whole_tool_answer(
+        self, request: RecordedRequest, text: str, calls: Sequence[FakeCall], usage: FakeUsage
+    ) -> dict[str, Any]:
+        """The non-streamed JSON of an answer that ends in tool calls."""
+
 
 def sse_frame(data: object, event: str | None = None) -> bytes:
     head = f"event: {event}\n" if event else ""
@@ -147,6 +245,9 @@ class OpenAIWire(Wire):
     api: ApiKind = "openai-completions"
     chat_path = "/v1/chat/completions"
 
+    def problem(self, body: Any) -> str | None:
+        return openai_problem(body)
+
     def opening(self, request: RecordedRequest, usage: FakeUsage) -> bytes:
         return self._chunk(request, {"role": "assistant", "content": ""})
 
@@ -154,12 +255,17 @@ class OpenAIWire(Wire):
         return sse_frame(self._envelope("fake-model", [_choice({"content": text}, None)]))
 
     def closing(self, request: RecordedRequest, finish: FinishName, usage: FakeUsage) -> bytes:
-        frames = self._chunk(request, {}, finish)
+        return b"".join(self._closing_frames(request, finish, usage))
+
+    def _closing_frames(
+        self, request: RecordedRequest, finish: FinishName, usage: FakeUsage
+    ) -> list[bytes]:
+        frames = [self._chunk(request, {}, finish)]
         options = request.json.get("stream_options") if isinstance(request.json, dict) else None
         if isinstance(options, dict) and options.get("include_usage"):
             model = _model_of(request)
-            frames += sse_frame({**self._envelope(model, []), "usage": self._usage(usage)})
-        return frames + sse_frame("[DONE]")
+            frames.append(sse_frame({**self._envelope(model, []), "usage": self._usage(usage)}))
+        return [*frames, sse_frame("[DONE]")]
 
     def error_frame(self, message: str, error_type: str | None) -> bytes:
         return sse_frame(self.error_body(500, message, error_type or "server_error"))
@@ -174,6 +280,42 @@ class OpenAIWire(Wire):
     ) -> dict[str, Any]:
         message = {"role": "assistant", "content": text}
         choice = {"index": 0, "message": message, "finish_reason": finish}
+        answer = self._envelope(_model_of(request), [choice])
+        return {**answer, "object": "chat.completion", "usage": self._usage(usage)}
+
+    def step_frames(
+        self, request: RecordedRequest, steps: Sequence[Step], finish: FinishName, usage: FakeUsage
+    ) -> list[bytes]:
+        frames = [self.opening(request, usage)]
+        for step in steps:
+            if isinstance(step, TextStep):
+                frames.append(self._chunk(request, {"content": step.text}))
+                continue
+            if isinstance(step, CallStart):
+                function = {"name": step.name, "arguments": ""}
+                call = {"index": step.index, "id": step.id, "type": "function"}
+                call["function"] = function
+            else:
+                call = {"index": step.index, "function": {"arguments": step.fragment}}
+            frames.append(self._chunk(request, {"tool_calls": [call]}))
+        return frames + self._closing_frames(request, finish, usage)
+
+    def whole_tool_answer(
+        self, request: RecordedRequest, text: str, calls: Sequence[FakeCall], usage: FakeUsage
+    ) -> dict[str, Any]:
+        message = {
+            "role": "assistant",
+            "content": text or None,
+            "tool_calls": [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in calls
+            ],
+        }
+        choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
         answer = self._envelope(_model_of(request), [choice])
         return {**answer, "object": "chat.completion", "usage": self._usage(usage)}
 
@@ -215,6 +357,9 @@ def _model_of(request: RecordedRequest) -> str:
 class AnthropicWire(Wire):
     api: ApiKind = "anthropic-messages"
     chat_path = "/v1/messages"
+
+    def problem(self, body: Any) -> str | None:
+        return anthropic_problem(body)
 
     def opening(self, request: RecordedRequest, usage: FakeUsage) -> bytes:
         message = {**self._message(request, []), "usage": self._usage(usage, output_tokens=1)}
@@ -261,6 +406,52 @@ class AnthropicWire(Wire):
         message = self._message(request, [{"type": "text", "text": text}])
         return {**message, "stop_reason": _stop_reason(finish), "usage": self._usage(usage)}
 
+    def step_frames(
+        self, request: RecordedRequest, steps: Sequence[Step], finish: FinishName, usage: FakeUsage
+    ) -> list[bytes]:
+        message = {**self._message(request, []), "usage": self._usage(usage, output_tokens=1)}
+        frames = [_event({"type": "message_start", "message": message}), _event({"type": "ping"})]
+        block = -1  # index of the open content block
+        open_kind: str | int | None = None  # "text", or the tool call's index
+        for step in steps:
+            kind: str | int = "text" if isinstance(step, TextStep) else step.index
+            if isinstance(step, ArgsStep) and kind != open_kind:
+                raise AssertionError("Anthropic streams one content block at a time")
+            if isinstance(step, CallStart) or kind != open_kind:
+                if open_kind is not None:
+                    frames.append(_event({"type": "content_block_stop", "index": block}))
+                block, open_kind = block + 1, kind
+                start: dict[str, Any] = {"type": "text", "text": ""}
+                if isinstance(step, CallStart):
+                    start = {"type": "tool_use", "id": step.id, "name": step.name, "input": {}}
+                frames.append(
+                    _event({"type": "content_block_start", "index": block, "content_block": start})
+                )
+            if isinstance(step, TextStep):
+                delta: dict[str, Any] = {"type": "text_delta", "text": step.text}
+            elif isinstance(step, ArgsStep):
+                delta = {"type": "input_json_delta", "partial_json": step.fragment}
+            else:
+                continue
+            frames.append(_event({"type": "content_block_delta", "index": block, "delta": delta}))
+        if open_kind is not None:
+            frames.append(_event({"type": "content_block_stop", "index": block}))
+        end = {"stop_reason": _stop_reason(finish), "stop_sequence": None}
+        usage_out = {"output_tokens": usage.output_tokens}
+        frames.append(_event({"type": "message_delta", "delta": end, "usage": usage_out}))
+        return [*frames, _event({"type": "message_stop"})]
+
+    def whole_tool_answer(
+        self, request: RecordedRequest, text: str, calls: Sequence[FakeCall], usage: FakeUsage
+    ) -> dict[str, Any]:
+        blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+        blocks += [
+            {"type": "tool_use", "id": c.id, "name": c.name, "input": json.loads(c.arguments)}
+            for c in calls
+        ]
+        message = self._message(request, blocks)
+        return {**message, "stop_reason": "tool_use", "usage": self._usage(usage)}
+
     @staticmethod
     def _message(request: RecordedRequest, content: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -288,7 +479,7 @@ def _event(data: dict[str, Any]) -> bytes:
 
 
 def _stop_reason(finish: FinishName) -> str:
-    return "max_tokens" if finish == "length" else "end_turn"
+    return {"length": "max_tokens", "tool_calls": "tool_use"}.get(finish, "end_turn")
 
 
 # -- the fake server -----------------------------------------------------------------------
@@ -317,8 +508,12 @@ class FakeUpstream:
 
     wire: Wire
 
-    def __init__(self, reply: str | ReplyFn = DEFAULT_REPLY) -> None:
+    def __init__(self, reply: str | ReplyFn = DEFAULT_REPLY, *, strict: bool = True) -> None:
         self.reply = reply  # the default answer once the queue is empty
+        # strict: refuse, with a 400 as the real API does, a request breaking its rules on
+        # tool rounds, tools and images (tests/upstream_rules.py); `refusals` says why.
+        self.strict = strict
+        self.refusals: list[str] = []
         self.requests: list[RecordedRequest] = []
         self.disconnects = 0
         self.active_streams = 0
@@ -417,6 +612,32 @@ class FakeUpstream:
         """A plain (non-SSE) JSON completion, as when a server ignores `stream: true`."""
         return self._enqueue(partial(self._send_json_answer, text, finish))
 
+    def tool_calls(
+        self,
+        calls: Sequence[FakeCall],
+        *,
+        text: str = "",
+        fragment_chars: int = 5,
+        interleave: bool = False,
+        usage: FakeUsage | None = None,
+    ) -> Self:
+        """A streamed answer: `text` (word by word), then the calls, their arguments in
+        fragments of `fragment_chars`; it ends with the API's tool-call stop reason."""
+        steps = tool_call_steps(
+            calls, text=text, fragment_chars=fragment_chars, interleave=interleave
+        )
+        return self.steps(steps, finish="tool_calls", usage=usage)
+
+    def steps(
+        self, steps: Sequence[Step], finish: FinishName = "stop", usage: FakeUsage | None = None
+    ) -> Self:
+        """A streamed answer of exactly these steps, in this order, then the ending."""
+        return self._enqueue(partial(self._send_steps, list(steps), finish, usage))
+
+    def tool_calls_json(self, calls: Sequence[FakeCall], text: str = "") -> Self:
+        """A non-streamed JSON answer ending in tool calls (a server that ignores `stream`)."""
+        return self._enqueue(partial(self._send_tool_json, list(calls), text))
+
     # -- observing the client ------------------------------------------------------------------
 
     # A default timeout on purpose: a broken test fails in seconds instead of hanging.
@@ -447,6 +668,10 @@ class FakeUpstream:
         if request.path != self.wire.chat_path:
             body = self.wire.error_body(404, f"no route {request.path}")
             return web.json_response(body, status=404)
+        if self.strict and (problem := self.wire.problem(recorded.json)) is not None:
+            self.refusals.append(problem)  # the scripted answer stays for the next request
+            body = self.wire.error_body(400, problem, "invalid_request_error")
+            return web.json_response(body, status=400)
         behaviour = self._queue.popleft() if self._queue else self._default_behaviour()
         self._set_active(+1)
         try:
@@ -510,6 +735,35 @@ class FakeUpstream:
         reply = self._reply_text(recorded) if text is None else text
         usage = FakeUsage(prompt_words(recorded), word_count(reply))
         return web.json_response(self.wire.whole_answer(recorded, reply, finish, usage))
+
+    async def _send_steps(
+        self,
+        steps: list[Step],
+        finish: FinishName,
+        usage: FakeUsage | None,
+        request: web.Request,
+        recorded: RecordedRequest,
+    ) -> web.StreamResponse:
+        words = "".join(s.text for s in steps if isinstance(s, TextStep))
+        usage = usage or FakeUsage(prompt_words(recorded), word_count(words) + 1)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        try:
+            await response.prepare(request)
+            for frame in self.wire.step_frames(recorded, steps, finish, usage):
+                await response.write(frame)
+        except ConnectionResetError:
+            self._client_left()
+        return response
+
+    async def _send_tool_json(
+        self,
+        calls: list[FakeCall],
+        text: str,
+        request: web.Request,
+        recorded: RecordedRequest,
+    ) -> web.StreamResponse:
+        usage = FakeUsage(prompt_words(recorded), word_count(text) + len(calls))
+        return web.json_response(self.wire.whole_tool_answer(recorded, text, calls, usage))
 
     async def _send_stream(
         self,
