@@ -172,7 +172,8 @@ def tool_fields(tools: ToolSet) -> dict[str, Any]:
         choice = {"type": "tool", "name": tools.choice.name}
     elif tools.choice is not None:
         choice = {"type": {"auto": "auto", "none": "none", "required": "any"}[tools.choice]}
-    if tools.parallel is False:
+    # "none" allows no call at all, and the API refuses the flag on it.
+    if tools.parallel is False and tools.choice != "none":
         choice = {**(choice or {"type": "auto"}), "disable_parallel_tool_use": True}
     fields: dict[str, Any] = {
         "tools": [
