@@ -12,7 +12,7 @@ size but not its bytes; a stored image goes back to the model as a short text no
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 Role = Literal["user", "assistant", "tool"]
@@ -126,6 +126,16 @@ def message_to_json(message: Message) -> dict[str, Any]:
     if message.tool_call_id is not None:
         data["toolCallId"] = message.tool_call_id
     return data
+
+
+def without_image_bytes(message: Message) -> Message:
+    """The message as the store keeps it: its images' type and size, not their bytes."""
+    if all(isinstance(p, TextPart) or p.data is None for p in message.content):
+        return message
+    parts = tuple(
+        ImagePart(p.media_type, p.size) if isinstance(p, ImagePart) else p for p in message.content
+    )
+    return replace(message, content=parts)
 
 
 def _part_json(part: Part) -> dict[str, Any]:

@@ -37,7 +37,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from moltbot.content import Message, Role, TextPart, message_from_json, message_to_json
+from moltbot.content import (
+    Message,
+    Role,
+    TextPart,
+    message_from_json,
+    message_to_json,
+    without_image_bytes,
+)
 from moltbot.providers.base import Usage
 
 Status = Literal["ok", "error", "aborted"]
@@ -574,8 +581,10 @@ class HistoryCache:
         if entry is None or turn.status != "ok":
             return
         limit, messages = entry
-        # The same window as a read from the database would give.
-        self._entries[turn.key] = (limit, history_window([*messages, *turn.messages], limit))
+        # The same window and messages as a read from the database would give: image bytes
+        # are not kept (up to 20 MB a turn, in up to HISTORY_CACHE_SESSIONS sessions).
+        added = [without_image_bytes(m) for m in turn.messages]
+        self._entries[turn.key] = (limit, history_window([*messages, *added], limit))
 
     def forget(self, key: str) -> None:
         """The session was reset or deleted."""

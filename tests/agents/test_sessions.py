@@ -23,7 +23,7 @@ from moltbot.agents.sessions import (
     TranscriptMessage,
     TurnRecord,
 )
-from moltbot.content import Message, assistant_text, user_text
+from moltbot.content import ImagePart, Message, TextPart, assistant_text, user_text
 from moltbot.providers.base import Usage
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -197,6 +197,32 @@ async def test_aborted_and_failed_turns_are_kept_but_not_prompted(store: Session
     after = await store.record_turn(make_turn(key, 4))
     assert (after.turns, after.aborted_last_run) == (2, False)
     assert await store.prompt_history(key) == pair(1) + pair(4)
+
+
+async def test_image_bytes_are_kept_neither_in_the_file_nor_in_the_history_cache(
+    store: SessionStore, db_path: Path
+) -> None:
+    key = "agent:main:img"
+    await store.record_turn(make_turn(key, 1))
+    assert await store.prompt_history(key) == pair(1)  # now cached
+    image = ImagePart("image/png", 4, "iVBORw==")
+    turn = replace(
+        make_turn(key, 2),
+        messages=(Message("user", (TextPart("look"), image)), assistant_text("a pixel")),
+    )
+    await store.record_turn(turn)
+    kept = [
+        Message("user", (TextPart("look"), ImagePart("image/png", 4))),
+        assistant_text("a pixel"),
+    ]
+    assert await store.prompt_history(key) == pair(1) + kept  # from the cache
+    assert "iVBORw" not in str(query(db_path, "SELECT content, parts FROM messages"))
+    await store.close()
+    reopened = await SessionStore.open(db_path)
+    try:
+        assert await reopened.prompt_history(key) == pair(1) + kept  # from the file
+    finally:
+        await reopened.close()
 
 
 async def test_a_failing_write_leaves_nothing_behind(store: SessionStore, db_path: Path) -> None:
