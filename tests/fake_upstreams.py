@@ -537,7 +537,8 @@ class FakeUpstream:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        app = web.Application()
+        # Real APIs take requests of tens of MB (images); aiohttp's default would be 1 MB.
+        app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         # handler_cancellation: a handler learns at once (CancelledError) that the client left.
         self._runner = web.AppRunner(

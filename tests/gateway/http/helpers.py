@@ -15,7 +15,7 @@ from multidict import CIMultiDictProxy
 
 from moltbot.config.model import Config
 from tests.conftest import TOKEN, Gateway, make_config
-from tests.fake_upstreams import FakeUpstream, RecordedRequest, provider_config
+from tests.fake_upstreams import FakeCall, FakeUpstream, RecordedRequest, provider_config
 
 CHAT_PATH = "/v1/chat/completions"
 DONE = "[DONE]"
@@ -25,6 +25,43 @@ WAIT = 5.0
 
 def user(text: Any) -> dict[str, Any]:
     return {"role": "user", "content": text}
+
+
+# -- client tools, as an SDK client sends them --------------------------------------------------
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+CLOCK = {
+    "type": "function",
+    "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}},
+}
+
+
+def assistant_calls(*calls: FakeCall, content: str | None = None) -> dict[str, Any]:
+    """The assistant message an SDK client sends back after the model called tools."""
+    return {
+        "role": "assistant",
+        "content": content,
+        "tool_calls": [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in calls
+        ],
+    }
+
+
+def tool_result(call_id: str, content: str) -> dict[str, Any]:
+    return {"role": "tool", "tool_call_id": call_id, "content": content}
 
 
 def chat_body(*messages: dict[str, Any], **fields: Any) -> dict[str, Any]:

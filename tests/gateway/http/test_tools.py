@@ -15,49 +15,20 @@ from tests.conftest import TOKEN, StartGateway
 from tests.fake_upstreams import FakeAnthropic, FakeCall, FakeOpenAI, FakeUpstream
 from tests.gateway.http.helpers import (
     CHAT_PATH,
+    CLOCK,
     WAIT,
+    WEATHER,
+    assistant_calls,
     chat_body,
     sse_chunks,
+    tool_result,
     upstream_config,
     user,
 )
 from tests.gateway.http.sdk import MODES, Mode, ask
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
-            "required": ["city"],
-            "additionalProperties": False,
-        },
-    },
-}
-CLOCK = {
-    "type": "function",
-    "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}},
-}
 QUESTION = "What is the weather in Paris?"
 PARIS = FakeCall("call_w1", "get_weather", '{"city": "Paris", "unit": "c"}')
-
-
-def assistant_calls(*calls: FakeCall, content: str | None = None) -> dict[str, Any]:
-    """The assistant message an SDK client sends back after the model called tools."""
-    return {
-        "role": "assistant",
-        "content": content,
-        "tool_calls": [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in calls
-        ],
-    }
-
-
-def tool_result(call_id: str, content: str) -> dict[str, Any]:
-    return {"role": "tool", "tool_call_id": call_id, "content": content}
 
 
 def conversation(recorded_messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
