@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+_TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 _DATA_URL = re.compile(r"^data:(image/[a-z]+);base64,(.+)$", re.DOTALL)
 
 
@@ -156,6 +157,7 @@ def anthropic_problem(body: Any) -> str | None:
     if (problem := _anthropic_tool_fields(body)) is not None:
         return problem
     previous_uses: list[str] = []  # tool_use ids of the message before
+    all_uses: set[str] = set()
     for index, message in enumerate(messages):
         where = f"messages.{index}"
         role = message.get("role") if isinstance(message, dict) else None
@@ -182,6 +184,14 @@ def anthropic_problem(body: Any) -> str | None:
             if (problem := _anthropic_block(block, role, f"{where}.content.{number}")) is not None:
                 return problem
         previous_uses = [b["id"] for b in blocks if b.get("type") == "tool_use"]
+        for number, use in enumerate(previous_uses):
+            if use in all_uses:
+                return f"{where}.content.{number}: `tool_use` ids must be unique"
+            if not _TOOL_ID.match(use):
+                return (
+                    f"{where}.content.{number}.id: String should match pattern '^[a-zA-Z0-9_-]+$'"
+                )
+            all_uses.add(use)
     if previous_uses:
         return f"tool_use ids {previous_uses} have no tool_result after them"
     return None

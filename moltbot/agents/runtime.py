@@ -39,7 +39,7 @@ from moltbot.agents.run import (
 from moltbot.agents.session_keys import agent_of_key
 from moltbot.agents.sessions import SessionStore, TurnRecord
 from moltbot.config.model import Config
-from moltbot.content import Message, well_formed
+from moltbot.content import Message, well_formed, without_image_bytes
 from moltbot.logs import get_logger
 from moltbot.providers.base import (
     Finish,
@@ -362,13 +362,20 @@ def _new_part(
 ) -> tuple[tuple[Message, ...], tuple[Message, ...]]:
     """(context, input) without what the session already holds. A client answering a tool
     call sends the whole chat again, the call included; when the stored history has that
-    call, the session has the conversation up to it: only the results are new."""
+    call, the session has the conversation up to it: only the results are new. A client that
+    resends the whole chat with a new question (an SDK keeping its own history, with `user`
+    or a session key) has earlier messages ending where the history does: the session has
+    them, and sending both would repeat every turn (and tool call ids, which Anthropic
+    refuses)."""
     first = turn_input[0] if turn_input else None
-    if not history or first is None or not first.tool_calls:
+    if not history:
         return context, turn_input
-    stored = {call.id for message in history for call in message.tool_calls}
-    if {call.id for call in first.tool_calls} <= stored:
-        return (), turn_input[1:]
+    if first is not None and first.tool_calls:
+        stored = {call.id for message in history for call in message.tool_calls}
+        if {call.id for call in first.tool_calls} <= stored:
+            return (), turn_input[1:]
+    if context and without_image_bytes(context[-1]) == history[-1]:
+        return (), turn_input
     return context, turn_input
 
 

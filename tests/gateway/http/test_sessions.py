@@ -44,6 +44,44 @@ async def test_history_is_carried_across_calls_for_the_same_user(
     ]
 
 
+async def test_a_client_resending_the_whole_chat_gets_each_turn_once(
+    start_gateway: StartGateway, state_dir: Path, up: FakeOpenAI
+) -> None:
+    """Open WebUI with `user` on, or any SDK app keeping its own history, sends every earlier
+    message each time: the session already holds them, so the model sees each turn once."""
+    gateway = await start_gateway(upstream_config(state_dir, up))
+    up.stream(["Nice", " to", " meet", " you"])
+    chat = [user("My name is Bob.")]
+    async with gateway.openai() as client:
+        await client.chat.completions.create(model="moltbot", user="bob", messages=chat)
+        chat += [{"role": "assistant", "content": "Nice to meet you"}, user("What is my name?")]
+        await client.chat.completions.create(model="moltbot", user="bob", messages=chat)
+        # A chat that does not end where the session does (edited, or another conversation)
+        # still reaches the model whole, after the history.
+        other = [user("Hi"), {"role": "assistant", "content": "Hello"}, user("Again")]
+        await client.chat.completions.create(model="moltbot", user="bob", messages=other)
+    assert turns(up.requests[1]) == [
+        ("user", "My name is Bob."),
+        ("assistant", "Nice to meet you"),
+        ("user", "What is my name?"),
+    ]
+    assert turns(up.requests[2]) == [
+        *turns(up.requests[1]),
+        ("assistant", "What is my name?"),
+        ("user", "Hi"),
+        ("assistant", "Hello"),
+        ("user", "Again"),
+    ]
+    stored = [(m.role, m.content) for m in await gateway.runtime.store.messages(KEY)]
+    assert stored[:4] == [
+        ("user", "My name is Bob."),
+        ("assistant", "Nice to meet you"),
+        ("user", "What is my name?"),
+        ("assistant", "What is my name?"),
+    ]
+    assert [m for m, _ in stored[4:]] == ["user", "assistant"]  # only "Again" and its answer
+
+
 async def test_history_survives_a_gateway_restart(
     start_gateway: StartGateway, state_dir: Path, up: FakeOpenAI
 ) -> None:

@@ -339,24 +339,27 @@ async def test_tool_choice_and_parallel_calls_are_forwarded(
 NOON = FakeCall("call_t1", "get_time", '{"zone": "Europe/Paris"}')
 
 
+@pytest.mark.parametrize("session", ["header", "user"])
 @pytest.mark.parametrize("fake", [FakeOpenAI, FakeAnthropic])
 async def test_tools_across_a_stored_session(
-    start_gateway: StartGateway, state_dir: Path, fake: type[FakeUpstream]
+    start_gateway: StartGateway, state_dir: Path, fake: type[FakeUpstream], session: str
 ) -> None:
     """Turn 1 ends in two calls; turn 2 sends their results with the whole chat, as SDK clients
-    do; turn 3 is a plain question. The model sees the stored round once, in valid order, and
-    chat.history shows it."""
-    key = "agent:main:tool-thread"
-    headers = {"x-moltbot-session-key": key}
+    do; turn 3 is a plain question (`header`: the new question alone; `user`: the whole chat
+    again, tools too, as an SDK client keeping its own history does). The model sees the stored
+    round once, in valid order, and chat.history shows it."""
+    if session == "header":
+        key = "agent:main:tool-thread"
+        routing: dict[str, Any] = {"extra_headers": {"x-moltbot-session-key": key}}
+    else:
+        key = "agent:main:openai-user:alice"
+        routing = {"user": "alice"}
+    tools = [WEATHER, CLOCK]
     async with fake() as up:
         gateway = await start_gateway(upstream_config(state_dir, up))
         up.tool_calls([PARIS, NOON], fragment_chars=6)
         first = await ask(
-            gateway,
-            "async-stream",
-            messages=[user(QUESTION)],
-            tools=[WEATHER, CLOCK],
-            extra_headers=headers,
+            gateway, "async-stream", messages=[user(QUESTION)], tools=tools, **routing
         )
         assert [c.id for c in first.tool_calls] == ["call_w1", "call_t1"]
 
@@ -367,15 +370,16 @@ async def test_tools_across_a_stored_session(
             tool_result("call_w1", "sunny"),
             tool_result("call_t1", "12:00"),
         ]
-        second = await ask(
-            gateway, "sync", messages=chat, tools=[WEATHER, CLOCK], extra_headers=headers
-        )
+        second = await ask(gateway, "sync", messages=chat, tools=tools, **routing)
         assert second.content == "Sunny at noon."
 
         up.stream(["You asked", " about Paris."])
-        third = await ask(
-            gateway, "async", messages=[user("What did I ask?")], extra_headers=headers
-        )
+        question = user("What did I ask?")
+        if session == "header":
+            third = await ask(gateway, "async", messages=[question], **routing)
+        else:
+            chat += [{"role": "assistant", "content": "Sunny at noon."}, question]
+            third = await ask(gateway, "async", messages=chat, tools=tools, **routing)
         assert third.content == "You asked about Paris."
         assert up.refusals == []
 
