@@ -1,12 +1,31 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from moltbot.config.model import ModelConfig
-from moltbot.content import assistant_text, user_text
+from moltbot.content import (
+    ImagePart,
+    Message,
+    TextPart,
+    Tool,
+    ToolCall,
+    ToolSet,
+    assistant_text,
+    user_text,
+)
 from moltbot.providers.anthropic import AnthropicProvider
-from moltbot.providers.base import ErrorKind, Finish, TextDelta, Usage
-from tests.fake_upstreams import FakeAnthropic, FakeUsage, provider_config
+from moltbot.providers.base import (
+    ErrorKind,
+    Finish,
+    ModelRequest,
+    StreamItem,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+from tests.fake_upstreams import FakeAnthropic, FakeCall, FakeUsage, provider_config
 from tests.providers.streams import API_KEY, collect, collect_error, make_request, text_of
 
 
@@ -117,3 +136,174 @@ async def test_plain_json_answer_is_accepted(
     anthropic_up.json_answer("whole answer")
     items = await collect(anthropic.stream(make_request("a b c")))
     assert items == [TextDelta("whole answer"), Usage(3, 2), Finish("stop")]
+
+
+# -- tools and images -------------------------------------------------------------------------
+
+WEATHER_TOOL = Tool(
+    "get_weather",
+    "The weather in a city",
+    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)
+CLOCK_TOOL = Tool("get_time", None, {"type": "object", "properties": {}})
+
+
+def tool_request(*messages: Message, tools: ToolSet | None = None) -> ModelRequest:
+    toolset = tools if tools is not None else ToolSet((WEATHER_TOOL, CLOCK_TOOL))
+    return ModelRequest("m1", "", messages, tools=toolset)
+
+
+def reassembled(items: list[StreamItem]) -> dict[int, tuple[str | None, str | None, str]]:
+    """index -> (id, name, arguments) from ToolCallDelta items, id and name from the first."""
+    calls: dict[int, tuple[str | None, str | None, str]] = {}
+    for item in items:
+        if isinstance(item, ToolCallDelta):
+            if item.index not in calls:
+                calls[item.index] = (item.id, item.name, item.arguments)
+            else:
+                assert item.id is None and item.name is None, item
+                call_id, name, arguments = calls[item.index]
+                calls[item.index] = (call_id, name, arguments + item.arguments)
+    return calls
+
+
+async def test_a_tool_round_goes_out_as_tool_use_and_tool_result_blocks(
+    anthropic: AnthropicProvider, anthropic_up: FakeAnthropic
+) -> None:
+    calls = (
+        ToolCall("toolu_a", "get_weather", '{"city": "Oslo"}'),
+        ToolCall("toolu_b", "get_time", ""),
+    )
+    request = tool_request(
+        user_text("weather and time?"),
+        Message("assistant", (TextPart("Checking."),), calls),
+        Message("tool", (TextPart("-3 C"),), tool_call_id="toolu_a"),
+        Message("tool", (), tool_call_id="toolu_b"),
+        user_text("and tomorrow?"),
+        tools=ToolSet((WEATHER_TOOL, CLOCK_TOOL), "required", parallel=False),
+    )
+    await collect(anthropic.stream(request))
+    body = anthropic_up.requests[0].json
+    assert body["messages"] == [
+        {"role": "user", "content": "weather and time?"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Checking."},
+                {
+                    "type": "tool_use",
+                    "id": "toolu_a",
+                    "name": "get_weather",
+                    "input": {"city": "Oslo"},
+                },
+                {"type": "tool_use", "id": "toolu_b", "name": "get_time", "input": {}},
+            ],
+        },
+        {  # both results, then the next question: one user message, results first
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_a", "content": "-3 C"},
+                {"type": "tool_result", "tool_use_id": "toolu_b", "content": "(no output)"},
+                {"type": "text", "text": "and tomorrow?"},
+            ],
+        },
+    ]
+    assert body["tools"] == [
+        {
+            "name": "get_weather",
+            "description": "The weather in a city",
+            "input_schema": WEATHER_TOOL.parameters,
+        },
+        {"name": "get_time", "input_schema": {"type": "object", "properties": {}}},
+    ]
+    assert body["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
+    assert anthropic_up.refusals == []
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ('{"a": [1, 2]}', {"a": [1, 2]}),
+        ("", {}),
+        ("[1, 2]", {"arguments": [1, 2]}),  # input must be an object
+        ("not json", {"arguments": "not json"}),
+    ],
+)
+async def test_tool_use_input_is_always_an_object(
+    anthropic: AnthropicProvider, anthropic_up: FakeAnthropic, arguments: str, expected: object
+) -> None:
+    request = tool_request(
+        user_text("go"),
+        Message("assistant", (), (ToolCall("toolu_1", "get_time", arguments),)),
+        Message("tool", (TextPart("ok"),), tool_call_id="toolu_1"),
+    )
+    await collect(anthropic.stream(request))
+    [use] = anthropic_up.requests[0].messages[1]["content"]
+    assert use["input"] == expected
+
+
+async def test_streamed_tool_use_blocks_reassemble(
+    anthropic: AnthropicProvider, anthropic_up: FakeAnthropic
+) -> None:
+    sent = [
+        FakeCall("toolu_a", "get_weather", '{"city": "Reykjavík", "days": [1, 2]}'),
+        FakeCall("toolu_b", "get_time", '{"zone": "UTC"}'),
+    ]
+    anthropic_up.tool_calls(sent, text="Let me look.", fragment_chars=3)
+    items = await collect(anthropic.stream(tool_request(user_text("weather and time"))))
+    assert text_of(items) == "Let me look."
+    # Content blocks 1 and 2 (after the text block) are tool calls 0 and 1.
+    calls = reassembled(items)
+    assert {i: (c[0], c[1]) for i, c in calls.items()} == {
+        0: ("toolu_a", "get_weather"),
+        1: ("toolu_b", "get_time"),
+    }
+    assert [json.loads(calls[i][2]) for i in (0, 1)] == [json.loads(c.arguments) for c in sent]
+    fragments = [i for i in items if isinstance(i, ToolCallDelta) and i.arguments]
+    assert len(fragments) > 4  # relayed as they came, not joined by the provider
+    assert isinstance(items[-2], Usage) and items[-1] == Finish("tool_calls")
+    body = anthropic_up.requests[0].json
+    assert [t["name"] for t in body["tools"]] == ["get_weather", "get_time"]
+    assert "tool_choice" not in body  # the API's default (auto)
+
+
+async def test_a_tool_use_answer_as_plain_json(
+    anthropic: AnthropicProvider, anthropic_up: FakeAnthropic
+) -> None:
+    anthropic_up.tool_calls_json([FakeCall("toolu_j", "get_weather", '{"city": "Rome"}')], "Hm.")
+    items = await collect(anthropic.stream(tool_request(user_text("rome?"))))
+    assert text_of(items) == "Hm."
+    [call] = [i for i in items if isinstance(i, ToolCallDelta)]
+    assert (call.index, call.id, call.name, json.loads(call.arguments)) == (
+        0,
+        "toolu_j",
+        "get_weather",
+        {"city": "Rome"},
+    )
+    assert items[-1] == Finish("tool_calls")
+
+
+async def test_images_go_out_as_base64_blocks_and_stored_ones_as_notes(
+    anthropic: AnthropicProvider, anthropic_up: FakeAnthropic
+) -> None:
+    fresh = ImagePart("image/webp", 3, "UklG")
+    stored = ImagePart("image/png", 70)  # its bytes were not kept
+    request = ModelRequest(
+        "m1",
+        "",
+        (
+            Message("user", (TextPart("before"), stored)),
+            assistant_text("seen"),
+            Message("user", (fresh, TextPart("now this"))),
+        ),
+    )
+    await collect(anthropic.stream(request))
+    messages = anthropic_up.requests[0].messages
+    assert messages[0]["content"] == [
+        {"type": "text", "text": "before"},
+        {"type": "text", "text": stored.note()},
+    ]
+    assert messages[2]["content"] == [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/webp", "data": "UklG"}},
+        {"type": "text", "text": "now this"},
+    ]
