@@ -11,7 +11,9 @@ are `tool_result` blocks in a user message, right after the assistant's `tool_us
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -50,6 +52,9 @@ STREAM_ERROR_KINDS: dict[str, tuple[ErrorKind, int | None]] = {
     "not_found_error": ("upstream", 404),
     "request_too_large": ("upstream", 413),
 }
+
+_TOOL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_NOT_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 
 STOP_REASONS: dict[str, FinishReason] = {"max_tokens": "length", "tool_use": "tool_calls"}
 
@@ -137,13 +142,24 @@ def wire_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
 def content_blocks(message: Message) -> list[dict[str, Any]]:
     if message.role == "tool":
         result = message.text or "(no output)"
-        return [{"type": "tool_result", "tool_use_id": message.tool_call_id, "content": result}]
+        call_id = tool_id(message.tool_call_id or "")
+        return [{"type": "tool_result", "tool_use_id": call_id, "content": result}]
     blocks = [block for part in message.content if (block := content_block(part))]
     blocks += [
-        {"type": "tool_use", "id": c.id, "name": c.name, "input": tool_input(c.arguments)}
+        {"type": "tool_use", "id": tool_id(c.id), "name": c.name, "input": tool_input(c.arguments)}
         for c in message.tool_calls
     ]
     return blocks
+
+
+def tool_id(call_id: str) -> str:
+    """The API takes ids of letters, digits, _ and - only; ids from other servers or clients
+    (`functions.get_weather:0`) are mapped, the same way in a call and its result, with a
+    hash of the original so two ids never map to one."""
+    if _TOOL_ID.match(call_id):
+        return call_id
+    digest = hashlib.sha256(call_id.encode()).hexdigest()[:12]
+    return f"{_NOT_ID_CHARS.sub('_', call_id)[:40]}_{digest}"
 
 
 def content_block(part: TextPart | ImagePart) -> dict[str, Any] | None:

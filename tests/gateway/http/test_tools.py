@@ -131,6 +131,31 @@ async def test_tool_round_trip_through_anthropic(
         assert up.refusals == []
 
 
+async def test_call_ids_anthropic_would_refuse_are_mapped_consistently(
+    start_gateway: StartGateway, state_dir: Path
+) -> None:
+    """Ids from other servers (Kimi's `functions.get_weather:0`) break Anthropic's id pattern;
+    a chat that has them still works there, each call still paired with its result."""
+    async with FakeAnthropic() as up:
+        gateway = await start_gateway(upstream_config(state_dir, up))
+        odd = [
+            FakeCall("functions.get_weather:0", "get_weather", '{"city": "Paris"}'),
+            FakeCall("functions.get_weather:1", "get_weather", '{"city": "Oslo"}'),
+        ]
+        messages = [
+            user(QUESTION),
+            assistant_calls(*odd),
+            tool_result(odd[0].id, "sunny"),
+            tool_result(odd[1].id, "snow"),
+        ]
+        answer = await ask(gateway, "async", messages=messages, tools=[WEATHER])
+        assert answer.content == "Hello from fake upstream", up.refusals
+        uses = [b["id"] for b in up.requests[0].messages[1]["content"]]
+        results = [b["tool_use_id"] for b in up.requests[0].messages[2]["content"]]
+        assert uses == results and len(set(uses)) == 2
+        assert all(i.startswith("functions_get_weather_") for i in uses)
+
+
 @pytest.mark.parametrize("fake", [FakeOpenAI, FakeAnthropic])
 async def test_a_non_streamed_upstream_tool_answer(
     start_gateway: StartGateway, state_dir: Path, fake: type[FakeUpstream]
