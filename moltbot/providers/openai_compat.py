@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from moltbot.config.model import ProviderConfig
@@ -146,6 +147,11 @@ class ChatChunkDecoder(StreamDecoder):
         super().__init__(provider)
         self._usage: Usage | None = None
         self._finish: FinishReason | None = None
+        # The wire's tool-call index -> (our index, the call's id). Servers that leave the
+        # index out or repeat it (Gemini's OpenAI layer sends every call as index 0) mark a
+        # new call with a new id; without this, parallel calls would merge into one.
+        self._calls: dict[int, tuple[int, str | None]] = {}
+        self._call_count = 0
 
     def on_frame(self, frame: SSEFrame) -> list[StreamItem]:
         if frame.data.strip() == "[DONE]":
@@ -159,7 +165,20 @@ class ChatChunkDecoder(StreamDecoder):
         delta = obj(choice.get("delta"))
         content = text(delta.get("content"))
         items: list[StreamItem] = [TextDelta(content)] if content else []
-        return items + tool_call_deltas(delta.get("tool_calls"))
+        return items + [
+            replace(call, index=self._call_index(call.index, call.id))
+            for call in tool_call_deltas(delta.get("tool_calls"))
+        ]
+
+    def _call_index(self, wire_index: int, call_id: str | None) -> int:
+        known = self._calls.get(wire_index)
+        if known is not None and (call_id is None or known[1] in (None, call_id)):
+            if call_id is not None:
+                self._calls[wire_index] = (known[0], call_id)
+            return known[0]
+        self._calls[wire_index] = (self._call_count, call_id)
+        self._call_count += 1
+        return self._call_count - 1
 
     def on_eof(self) -> list[StreamItem]:
         # A finish_reason without [DONE] is a complete answer from a sloppy server; neither
@@ -175,7 +194,7 @@ class ChatChunkDecoder(StreamDecoder):
         reply = text(message.get("content"))
         self._usage = usage_from(document.get("usage"))
         self._finish = finish_from(choice)
-        calls = tool_call_deltas(message.get("tool_calls"))
+        calls: list[StreamItem] = [*tool_call_deltas(message.get("tool_calls"))]
         return ([TextDelta(reply)] if reply else []) + calls + self._ending()
 
     def _ending(self) -> list[StreamItem]:
@@ -202,12 +221,12 @@ def usage_from(value: object) -> Usage | None:
     )
 
 
-def tool_call_deltas(value: object) -> list[StreamItem]:
+def tool_call_deltas(value: object) -> list[ToolCallDelta]:
     """`tool_calls` of a streamed delta (fragments by index) or of a whole message (complete
     calls, their position as the index)."""
     if not isinstance(value, list):
         return []
-    deltas: list[StreamItem] = []
+    deltas: list[ToolCallDelta] = []
     for position, raw in enumerate(value):
         call = obj(raw)
         function = obj(call.get("function"))
