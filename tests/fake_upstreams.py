@@ -146,6 +146,12 @@ class TextStep:
     text: str
 
 
+# What an OpenAI-format step says its `index` is on the wire: None for the real index, a
+# number for another one, OMIT for none (some servers repeat 0 or leave it out).
+WireIndex = int | Literal["omit"] | None
+OMIT: Literal["omit"] = "omit"
+
+
 @dataclass(frozen=True)
 class CallStart:
     """Opens the `index`-th tool call of the answer: its id and name."""
@@ -153,6 +159,7 @@ class CallStart:
     index: int
     id: str
     name: str
+    wire_index: WireIndex = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +168,7 @@ class ArgsStep:
 
     index: int
     fragment: str
+    wire_index: WireIndex = None
 
 
 Step = TextStep | CallStart | ArgsStep
@@ -291,12 +299,13 @@ class OpenAIWire(Wire):
             if isinstance(step, TextStep):
                 frames.append(self._chunk(request, {"content": step.text}))
                 continue
+            wire_index = step.index if step.wire_index is None else step.wire_index
+            call: dict[str, Any] = {} if wire_index == OMIT else {"index": wire_index}
             if isinstance(step, CallStart):
-                function = {"name": step.name, "arguments": ""}
-                call = {"index": step.index, "id": step.id, "type": "function"}
-                call["function"] = function
+                call.update(id=step.id, type="function")
+                call["function"] = {"name": step.name, "arguments": ""}
             else:
-                call = {"index": step.index, "function": {"arguments": step.fragment}}
+                call["function"] = {"arguments": step.fragment}
             frames.append(self._chunk(request, {"tool_calls": [call]}))
         return frames + self._closing_frames(request, finish, usage)
 

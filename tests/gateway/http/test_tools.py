@@ -12,7 +12,18 @@ import pytest
 
 from moltbot.client import GatewayClient
 from tests.conftest import TOKEN, StartGateway
-from tests.fake_upstreams import FakeAnthropic, FakeCall, FakeOpenAI, FakeUpstream
+from tests.fake_upstreams import (
+    OMIT,
+    ArgsStep,
+    CallStart,
+    FakeAnthropic,
+    FakeCall,
+    FakeOpenAI,
+    FakeUpstream,
+    Step,
+    WireIndex,
+    fragments,
+)
 from tests.gateway.http.helpers import (
     CHAT_PATH,
     CLOCK,
@@ -255,6 +266,27 @@ async def test_parallel_calls_on_the_raw_sse_wire(
     assert usage["choices"] == []
     assert usage["usage"]["completion_tokens"] > 0
     assert {c["id"] for c in chunks} == {chunks[0]["id"]}
+
+
+@pytest.mark.parametrize("wire_index", [0, OMIT], ids=["all-index-0", "no-index"])
+async def test_parallel_calls_from_a_server_that_repeats_or_omits_the_index(
+    start_gateway: StartGateway, state_dir: Path, up: FakeOpenAI, wire_index: WireIndex
+) -> None:
+    """Gemini's OpenAI layer streams parallel calls each under index 0 (or none), a new id
+    marking each new call: they must stay separate calls, not merge into invalid JSON."""
+    gateway = await start_gateway(upstream_config(state_dir, up))
+    steps: list[Step] = []
+    for index, call in enumerate(PARALLEL):
+        steps.append(CallStart(index, call.id, call.name, wire_index=wire_index))
+        steps += [ArgsStep(index, p, wire_index=wire_index) for p in fragments(call.arguments, 7)]
+    for mode in ("async-stream", "async"):
+        up.steps(steps, finish="stop")  # Gemini ends tool calls with "stop" too
+        answer = await ask(gateway, mode, messages=[user("three")], tools=[WEATHER, CLOCK])
+        assert answer.finish_reason == "tool_calls", mode
+        assert [(c.id, c.name) for c in answer.tool_calls] == [(c.id, c.name) for c in PARALLEL]
+        assert [json.loads(c.arguments) for c in answer.tool_calls] == [
+            json.loads(c.arguments) for c in PARALLEL
+        ]
 
 
 async def test_parallel_calls_through_anthropic_streamed(
