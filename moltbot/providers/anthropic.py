@@ -196,7 +196,8 @@ def tool_fields(tools: ToolSet) -> dict[str, Any]:
             {
                 "name": t.name,
                 **({"description": t.description} if t.description else {}),
-                "input_schema": t.parameters,
+                # The API requires an object schema; OpenAI clients may leave the type out.
+                "input_schema": {"type": "object", **t.parameters},
             }
             for t in tools.tools
         ]

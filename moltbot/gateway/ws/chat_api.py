@@ -23,7 +23,7 @@ from moltbot.gateway.ws.runs import (
     start_run,
     user_message,
 )
-from moltbot.gateway.ws.views import transcript_message, trim_to_bytes
+from moltbot.gateway.ws.views import transcript_messages, trim_to_bytes
 
 HISTORY_DEFAULT_LIMIT = 200
 HISTORY_MAX_LIMIT = 1000
@@ -106,7 +106,7 @@ async def chat_history(call: Call, params: Any) -> dict[str, Any]:
     store = call.runtime.store
     info = await store.get(session)
     messages = await store.messages(session, limit or HISTORY_DEFAULT_LIMIT) if info else []
-    shown = trim_to_bytes([transcript_message(m) for m in messages], HISTORY_MAX_BYTES)
+    shown = trim_to_bytes(transcript_messages(messages), HISTORY_MAX_BYTES)
     result: dict[str, Any] = {"sessionKey": session, "messages": shown}
     if info is not None:
         result["sessionId"] = info.session_id

@@ -108,7 +108,9 @@ class ChatProjector:
             payload["stopReason"] = end.error or "aborted"
         else:
             payload = _base(event, "final")
-            payload["stopReason"] = end.finish_reason or "stop"
+            # The transcript's name for it (chat.history says the same).
+            stop = end.finish_reason or "stop"
+            payload["stopReason"] = "toolUse" if stop == "tool_calls" else stop
         text = reply.text if reply is not None else view.text
         calls = reply.tool_calls if reply is not None else ()
         if text or calls:

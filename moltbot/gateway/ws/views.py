@@ -117,7 +117,15 @@ def strip_envelope(text: str) -> str:
     return _ENVELOPE.sub("", text, count=1)
 
 
-def transcript_message(message: TranscriptMessage) -> dict[str, Any]:
+def transcript_messages(messages: list[TranscriptMessage]) -> list[dict[str, Any]]:
+    """`chat.history` messages; a tool result names its tool, from the call it answers."""
+    names = {c.id: c.name for m in messages for c in m.message.tool_calls}
+    return [transcript_message(m, names) for m in messages]
+
+
+def transcript_message(
+    message: TranscriptMessage, tool_names: dict[str, str] | None = None
+) -> dict[str, Any]:
     """A `chat.history` message (agent-runtime.md §5 shape): text, image and toolCall blocks;
     tool results as `toolResult` messages. Image bytes are not kept, only their type and size."""
     stored = message.message
@@ -125,6 +133,7 @@ def transcript_message(message: TranscriptMessage) -> dict[str, Any]:
         return {
             "role": "toolResult",
             "toolCallId": stored.tool_call_id,
+            "toolName": (tool_names or {}).get(stored.tool_call_id or ""),
             "content": [{"type": "text", "text": stored.text}],
             "isError": False,
             "timestamp": message.ts,

@@ -465,8 +465,8 @@ async def test_tools_across_a_stored_session(
     assert shown == [
         ("user", QUESTION),
         ("assistant", "", [("call_w1", "get_weather"), ("call_t1", "get_time")], "toolUse"),
-        ("toolResult", "call_w1", "sunny"),
-        ("toolResult", "call_t1", "12:00"),
+        ("toolResult", "call_w1", "get_weather", "sunny"),
+        ("toolResult", "call_t1", "get_time", "12:00"),
         ("assistant", "Sunny at noon.", [], "stop"),
         ("user", "What did I ask?"),
         ("assistant", "You asked about Paris.", [], "stop"),
@@ -504,7 +504,8 @@ def model_view(up: FakeUpstream, recorded: Any) -> list[tuple[str, ...]]:
 
 def history_view(message: dict[str, Any]) -> tuple[Any, ...]:
     if message["role"] == "toolResult":
-        return ("toolResult", message["toolCallId"], message["content"][0]["text"])
+        text = message["content"][0]["text"]
+        return ("toolResult", message["toolCallId"], message["toolName"], text)
     text = "".join(b["text"] for b in message["content"] if b["type"] == "text")
     if message["role"] == "user":
         return ("user", text)
