@@ -30,7 +30,7 @@ from moltbot.gateway.server import build_app, make_runner
 from moltbot.gateway.state import RUNTIME_KEY
 from moltbot.providers.failover import RetryPolicy
 
-TOKEN = "test-token-5f3a"
+TOKEN = "test-token-5f3a9c2e"
 # Retries in tests wait milliseconds, not seconds.
 FAST_RETRIES = RetryPolicy(max_retries=2, base_delay=0.01, max_delay=0.05)
 

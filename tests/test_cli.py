@@ -9,12 +9,13 @@ import signal
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from moltbot import __version__
 from tests.fake_upstreams import FakeOpenAI
 from tests.process import child_env, free_port, gateway_process, run_cli, write_config
 
-SECRET = "cli-secret-9b1c"
+SECRET = "cli-secret-9b1c77d0"
 
 
 def _config(**gateway: object) -> dict[str, object]:
@@ -89,6 +90,32 @@ def test_lan_bind_without_secret_refuses_to_start(state_dir: Path) -> None:
     result = run_cli(["gateway", "--config", str(path)], child_env(state_dir), timeout=20)
     assert result.returncode == 2
     assert "refusing to bind 0.0.0.0" in result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("auth", "env", "named"),
+    [
+        ({"token": "fifteen-chars-x"}, {}, "gateway.auth.token"),
+        ({"mode": "password", "password": "hunter2"}, {}, "gateway.auth.password"),
+        ({}, {"MOLTBOT_GATEWAY_TOKEN": "short-env-tok"}, "MOLTBOT_GATEWAY_TOKEN"),
+    ],
+    ids=["token", "password", "env-token"],
+)
+def test_weak_secret_refuses_to_start(
+    state_dir: Path, auth: dict[str, str], env: dict[str, str], named: str
+) -> None:
+    path = write_config(state_dir / "moltbot.json", {"gateway": {"auth": auth}})
+    result = run_cli(
+        ["gateway", "--config", str(path), "--port", str(free_port())],
+        child_env(state_dir, env),
+        timeout=20,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]  # after the "config loaded" log line
+    assert line.startswith("moltbot: ") and "too short" in line and named in line
+    secret = auth.get("token") or auth.get("password") or env["MOLTBOT_GATEWAY_TOKEN"]
+    assert secret not in result.stderr
 
 
 def test_taken_port_is_a_clean_error(state_dir: Path) -> None:

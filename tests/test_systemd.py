@@ -42,7 +42,8 @@ async def test_gateway_notifies_ready_and_stopping(state_dir: Path, tmp_path: Pa
         listener.bind(address)
         listener.setblocking(False)
         loop = asyncio.get_running_loop()
-        path = write_config(state_dir / "moltbot.json", {"gateway": {"auth": {"token": "t"}}})
+        auth = {"token": "notify-test-token-0a7e"}
+        path = write_config(state_dir / "moltbot.json", {"gateway": {"auth": auth}})
         env = child_env(state_dir, {"NOTIFY_SOCKET": address})
         args = ["gateway", "--config", str(path), "--port", str(free_port())]
         async with gateway_process(args, env) as gateway:

@@ -13,7 +13,7 @@ from aiohttp import web
 from moltbot import __version__
 from moltbot.agents.runtime import AgentRuntime
 from moltbot.agents.sessions import SessionStore
-from moltbot.config.model import Config
+from moltbot.config.model import AuthMode, Config
 from moltbot.gateway.access_log import access_log_middleware
 from moltbot.gateway.auth import Authenticator, is_loopback
 from moltbot.gateway.errors import error_middleware
@@ -29,24 +29,35 @@ from moltbot.providers.registry import ProviderRegistry
 log = get_logger("moltbot.gateway")
 
 
+# The shortest shared secret the gateway starts with. A token is for programs (`moltbot setup`
+# makes 32 random characters); a password is typed by people, so its minimum is lower, yet past
+# what a short word list finds.
+MIN_SECRET_CHARS: dict[AuthMode, int] = {"token": 16, "password": 12}
+
+
 class StartupError(Exception):
     """The gateway must not start with this configuration."""
 
 
 def check_startup(config: Config) -> None:
-    """Refuse configurations that would expose an unauthenticated or unusable gateway."""
+    """Refuse configurations that would expose an unauthenticated or weakly guarded gateway."""
     gateway = config.gateway
-    if gateway.auth.secret:
+    mode = gateway.auth.mode
+    what = "gateway.auth.token" if mode == "token" else "gateway.auth.password"
+    env = "MOLTBOT_GATEWAY_TOKEN" if mode == "token" else "MOLTBOT_GATEWAY_PASSWORD"
+    secret = gateway.auth.secret
+    if secret:
+        minimum = MIN_SECRET_CHARS[mode]
+        if len(secret) < minimum:
+            # Not the length it has: the message may end up in a log.
+            raise StartupError(
+                f"{what} is too short: at least {minimum} characters are required; "
+                f"run `moltbot setup` for a random one, or set a longer {env}"
+            )
         return
-    what = "gateway.auth.token" if gateway.auth.mode == "token" else "gateway.auth.password"
-    env = "MOLTBOT_GATEWAY_TOKEN" if gateway.auth.mode == "token" else "MOLTBOT_GATEWAY_PASSWORD"
     if not is_loopback(gateway.host):
-        raise StartupError(
-            f"refusing to bind {gateway.host} without a {gateway.auth.mode}: set {what} or {env}"
-        )
-    raise StartupError(
-        f"no {gateway.auth.mode} configured: set {what} or {env}, or run `moltbot setup`"
-    )
+        raise StartupError(f"refusing to bind {gateway.host} without a {mode}: set {what} or {env}")
+    raise StartupError(f"no {mode} configured: set {what} or {env}, or run `moltbot setup`")
 
 
 def build_app(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import aiohttp
@@ -138,9 +139,19 @@ def test_non_loopback_bind_without_a_secret_refuses_to_start(state_dir: Path) ->
     check_startup(_with_gateway(make_config(state_dir), bind="lan"))  # with a token: fine
 
 
-def _with_gateway(config, **changes):
-    import dataclasses
+def test_secrets_shorter_than_the_minimum_refuse_to_start(state_dir: Path) -> None:
+    check_startup(make_config(state_dir, token="x" * 16))
+    with pytest.raises(StartupError, match=r"gateway\.auth\.token is too short.*16"):
+        check_startup(make_config(state_dir, token="x" * 15))
+    config = make_config(state_dir, token=None)
+    password = dataclasses.replace(config.gateway.auth, mode="password", password="x" * 12)
+    check_startup(_with_gateway(config, auth=password))
+    short = dataclasses.replace(password, password="x" * 11)
+    with pytest.raises(StartupError, match=r"gateway\.auth\.password is too short.*12"):
+        check_startup(_with_gateway(config, auth=short))
 
+
+def _with_gateway(config, **changes):
     return dataclasses.replace(config, gateway=dataclasses.replace(config.gateway, **changes))
 
 
