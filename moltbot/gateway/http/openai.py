@@ -8,7 +8,6 @@ stops reading from its upstream; a client that takes nothing for the stall limit
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from contextlib import aclosing
@@ -33,13 +32,13 @@ from moltbot.gateway.errors import (
     UpstreamTimeout,
     error_body,
 )
+from moltbot.gateway.http.body import read_json
 from moltbot.gateway.http.image_fetch import fetch_images
 from moltbot.gateway.http.protocol import (
     ChatCompletionRequest,
     ChunkEncoder,
     completion_body,
     parse_chat_request,
-    reject_lone_surrogates,
 )
 from moltbot.gateway.http.sse import EventStream
 from moltbot.gateway.state import AUTH_KEY, CONFIG_KEY, RUNTIME_KEY
@@ -96,21 +95,6 @@ def _refused_param(request: web.Request, exc: InvalidTurn) -> str:
         return "messages"  # an empty message, or images for a text-only model
     # Else the session key's agent is unknown or does not match the model's.
     return "x-moltbot-session-key" if "x-moltbot-session-key" in request.headers else "model"
-
-
-async def read_json(request: web.Request) -> object:
-    raw = await request.read()  # over gateway.http.maxBodyBytes: aiohttp raises 413
-    if not raw.strip():
-        raise InvalidRequest("request body is empty; expected a JSON object")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"invalid JSON body: {exc}") from None
-    except RecursionError:  # nesting deeper than the parser's stack: not a request we take
-        raise InvalidRequest("invalid JSON body: nested too deeply") from None
-    if b"\\ud" in raw or b"\\uD" in raw:  # only escapes can carry lone surrogates
-        reject_lone_surrogates(body)
-    return body
 
 
 def resolve_agent(request: web.Request, model: str, agents: AgentDirectory) -> str | None:

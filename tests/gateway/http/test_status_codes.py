@@ -100,6 +100,36 @@ async def test_invalid_json_is_400(
     assert reply.error["type"] == "invalid_request_error"
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"model":"moltbot","messages":[{"role":"user","content":"x \xed\xa0\x80"}]}',
+        b'{"model":"moltbot","user":"\xed\xb2\x80","messages":[{"role":"user","content":"hi"}]}',
+        b'{"model":"moltbot","messages":[{"role":"user","content":"\xc3"}]}',
+    ],
+    ids=["cesu8-high", "cesu8-low-in-user", "cut-sequence"],
+)
+async def test_undecodable_body_bytes_are_400_naming_the_body(
+    start_gateway: StartGateway, state_dir: Path, raw: bytes
+) -> None:
+    gateway = await start_gateway(make_config(state_dir))
+    reply = await post_chat(gateway, raw)
+    assert reply.status == 400, reply.body
+    assert reply.error["type"] == "invalid_request_error"
+    assert reply.error["param"] == "body"
+    assert "request body is not valid UTF-8" in reply.error["message"]
+    assert (await post_chat(gateway, chat_body())).status == 200
+
+
+async def test_a_utf8_byte_order_mark_is_tolerated(
+    start_gateway: StartGateway, state_dir: Path
+) -> None:
+    gateway = await start_gateway(make_config(state_dir))
+    reply = await post_chat(gateway, b"\xef\xbb\xbf" + json.dumps(chat_body(user("bom"))).encode())
+    assert reply.status == 200, reply.body
+    assert reply.json()["choices"][0]["message"]["content"] == "bom"
+
+
 async def test_deeply_nested_json_is_400_not_a_crash(
     start_gateway: StartGateway, state_dir: Path
 ) -> None:
