@@ -12,8 +12,8 @@ streams with real usage numbers. Each listens on 127.0.0.1 on a random port.
         assert up.requests[0].headers["Authorization"] == "Bearer sk-test"
         await up.wait_disconnect()  # the client hung up while we were still answering
 
-Script: every request gets the next one-shot behaviour queued with `status`, `hang`,
-`reset_after`, `malformed`, `stream`, `error_frame`, `json_answer`, `tool_calls`,
+Script: every request gets the next one-shot behaviour queued with `status`, `echo_request`,
+`hang`, `reset_after`, `malformed`, `stream`, `error_frame`, `json_answer`, `tool_calls`,
 `tool_calls_json` or `steps` (each returns the fake, so calls chain), or the default reply
 (`reply`: a string or a function of the request) once the queue is empty. Everything received
 is in `requests`, with the JSON body the gateway sent (`json`, `messages`, `tools`, ...).
@@ -64,6 +64,7 @@ class RecordedRequest:
     headers: CIMultiDictProxy[str]  # case-insensitive
     body: bytes
     json: Any  # the parsed body, None when it is not JSON
+    query: str = ""  # the query string as sent
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -582,6 +583,11 @@ class FakeUpstream:
         own error shape with message "fake error <code>"."""
         return self._enqueue(partial(self._send_status, code, body, dict(headers or {})))
 
+    def echo_request(self, code: int) -> Self:
+        """Answer with this HTTP status and an error message that repeats the request's query
+        string and every header it carried (a careless proxy's error page)."""
+        return self._enqueue(partial(self._send_echo, code))
+
     def hang(self, after_chunks: int | None = None) -> Self:
         """Never answer (or: stream `after_chunks` deltas, then stall) until the client leaves."""
         if after_chunks is None:
@@ -733,6 +739,13 @@ class FakeUpstream:
         )
         return web.json_response(document, status=code, headers=headers)
 
+    async def _send_echo(
+        self, code: int, request: web.Request, recorded: RecordedRequest
+    ) -> web.StreamResponse:
+        sent = " ".join(f"{name}: {value}" for name, value in request.headers.items())
+        message = f"query: {request.query_string} headers: {sent}"
+        return web.json_response(self.wire.error_body(code, message), status=code)
+
     async def _hang_silently(
         self, request: web.Request, recorded: RecordedRequest
     ) -> web.StreamResponse:
@@ -868,7 +881,9 @@ async def _record(request: web.Request) -> RecordedRequest:
     except ValueError:
         parsed = None
     headers = CIMultiDictProxy(CIMultiDict(request.headers))
-    return RecordedRequest(request.method, request.path, headers, body, parsed)
+    return RecordedRequest(
+        request.method, request.path, headers, body, parsed, request.query_string
+    )
 
 
 def provider_config(

@@ -7,7 +7,7 @@ keeps the shape honest.
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from moltbot.config.model import (
     AgentConfig,
@@ -21,8 +21,9 @@ from moltbot.config.model import (
 )
 
 MASK = "***"
-# Header names that usually carry credentials; masking a harmless one costs nothing.
-_SECRET_HEADER = re.compile(r"auth|key|token|cookie|secret|pass|session|signature|credential", re.I)
+# Header and URL query parameter names that usually carry credentials (`api-key`, `sig` of a
+# signed URL, `access_token`, ...); masking a harmless one costs nothing.
+SECRET_NAME = re.compile(r"auth|key|token|cookie|secret|pass|session|sig|credential", re.I)
 
 
 def redacted(config: Config) -> dict[str, object]:
@@ -64,11 +65,11 @@ def _gateway(gateway: GatewayConfig) -> dict[str, object]:
 
 def _provider(provider: ProviderConfig) -> dict[str, object]:
     headers = {
-        name: MASK if _SECRET_HEADER.search(name) else value for name, value in provider.headers
+        name: MASK if SECRET_NAME.search(name) else value for name, value in provider.headers
     }
     return _present(
         {
-            "baseUrl": _mask_url_credentials(provider.base_url),
+            "baseUrl": masked_url(provider.base_url),
             "api": provider.api,
             "apiKey": _mask(provider.api_key),
             "headers": headers or None,
@@ -136,9 +137,33 @@ def _text(value: object | None) -> str | None:
     return None if value is None else str(value)
 
 
-def _mask_url_credentials(url: str) -> str:
+def masked_url(url: str) -> str:
+    """`url` with its user info and the values of secret-looking query parameters as ***."""
     parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{MASK}@{host}"))
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{MASK}@{netloc.rpartition('@')[2]}"
+    query = "&".join(_masked_param(param) for param in parts.query.split("&"))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def url_secrets(url: str) -> list[str]:
+    """What `masked_url` hides, both as written in the URL and percent-decoded."""
+    parts = urlsplit(url)
+    found = []
+    if "@" in parts.netloc:
+        userinfo = parts.netloc.rpartition("@")[0]
+        found += [userinfo, *userinfo.split(":", 1)]
+    for param in parts.query.split("&"):
+        name, _, value = param.partition("=")
+        if value and SECRET_NAME.search(unquote_plus(name)):
+            found += [value, unquote_plus(value)]
+    return [secret for secret in dict.fromkeys(found) if secret]
+
+
+def _masked_param(param: str) -> str:
+    # Split by hand rather than parse_qsl + urlencode: the rest of the query stays as written.
+    name, equals, value = param.partition("=")
+    if value and SECRET_NAME.search(unquote_plus(name)):
+        return f"{name}{equals}{MASK}"
+    return param

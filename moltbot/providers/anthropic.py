@@ -30,8 +30,8 @@ from moltbot.providers.base import (
     ToolCallDelta,
     Usage,
 )
-from moltbot.providers.errors import MAX_DETAIL_CHARS
 from moltbot.providers.jsonshape import integer, obj, text
+from moltbot.providers.scrub import MAX_SCAN_CHARS
 from moltbot.providers.sse import SSEFrame, StreamDecoder
 from moltbot.providers.upstream import HttpProvider
 
@@ -288,7 +288,7 @@ def stream_error(provider: str, event: dict[str, object]) -> ProviderError:
     error = obj(event.get("error"))
     error_type = text(error.get("type")) or "error"
     kind, status = STREAM_ERROR_KINDS.get(error_type, ("upstream", None))
-    detail = text(error.get("message"))[:MAX_DETAIL_CHARS]
+    detail = text(error.get("message"))[:MAX_SCAN_CHARS]
     return ProviderError(kind, f"{provider}: {error_type}: {detail}", status=status)
 
 

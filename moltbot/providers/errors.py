@@ -1,7 +1,7 @@
 """Turning upstream failures into classified `ProviderError`s.
 
-Upstreams sometimes echo the credential back ("Incorrect API key provided: sk-...") and these
-messages reach logs and clients, so every error leaving a provider passes `without_secret`.
+The messages built here are whole (an error body is read up to 64 KiB): the provider's
+`Scrubber` masks its credentials in them and only then shortens them (moltbot/providers/scrub.py).
 """
 
 from __future__ import annotations
@@ -13,22 +13,6 @@ from email.utils import parsedate_to_datetime
 import aiohttp
 
 from moltbot.providers.base import ErrorKind, ProviderError
-
-MAX_DETAIL_CHARS = 300
-REDACTED = "***"
-
-
-def without_secret(error: ProviderError, secret: str | None) -> ProviderError:
-    """The same error, or a copy whose message has every occurrence of `secret` masked."""
-    message = str(error)
-    if not secret or secret not in message:
-        return error
-    return ProviderError(
-        error.kind,
-        message.replace(secret, REDACTED),
-        status=error.status,
-        retry_after=error.retry_after,
-    )
 
 
 def kind_for_status(status: int) -> ErrorKind:
@@ -43,13 +27,12 @@ def kind_for_status(status: int) -> ErrorKind:
 
 def error_detail(body: str) -> str:
     """The human part of an error body: `error.message` (OpenAI and Anthropic shapes) or the
-    raw text, shortened."""
+    raw text."""
     try:
         parsed = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         parsed = None
-    detail = message_in(parsed) or body.strip()
-    return detail[:MAX_DETAIL_CHARS]
+    return message_in(parsed) or body.strip()
 
 
 def message_in(parsed: object) -> str | None:
@@ -90,7 +73,7 @@ def status_error(provider: str, status: int, body: str, retry_after: str | None)
 def transport_error(provider: str, exc: Exception) -> ProviderError:
     """Map an aiohttp/socket exception raised while talking to the upstream."""
     kind, what = _transport_kind(exc)
-    detail = str(exc)[:MAX_DETAIL_CHARS]
+    detail = str(exc)
     cause = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
     return ProviderError(kind, f"{provider}: {what}: {cause}")
 

@@ -25,8 +25,9 @@ from moltbot.providers.base import (
     ToolCallDelta,
     Usage,
 )
-from moltbot.providers.errors import MAX_DETAIL_CHARS, message_in
+from moltbot.providers.errors import message_in
 from moltbot.providers.jsonshape import first, integer, obj, text
+from moltbot.providers.scrub import MAX_SCAN_CHARS
 from moltbot.providers.sse import SSEFrame, StreamDecoder
 from moltbot.providers.upstream import HttpProvider
 
@@ -204,7 +205,7 @@ class ChatChunkDecoder(StreamDecoder):
     def _raise_if_error(self, document: dict[str, object]) -> None:
         if document.get("error") is None:
             return
-        detail = (message_in(document) or json.dumps(document["error"]))[:MAX_DETAIL_CHARS]
+        detail = (message_in(document) or json.dumps(document["error"]))[:MAX_SCAN_CHARS]
         raise ProviderError("upstream", f"{self.provider}: upstream error: {detail}")
 
 

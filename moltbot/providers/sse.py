@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import orjson
 
 from moltbot.providers.base import ProviderError, StreamItem
+from moltbot.providers.scrub import MAX_SCAN_CHARS
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +108,8 @@ class StreamDecoder(ABC):
             except ValueError:
                 parsed = None
         if not isinstance(parsed, dict):
-            snippet = data[:80] if isinstance(data, str) else data[:80].decode(errors="replace")
+            cut = data[:MAX_SCAN_CHARS]  # the provider's scrubber shortens it further
+            snippet = cut if isinstance(cut, str) else cut.decode(errors="replace")
             raise ProviderError("malformed", f"{self.provider}: unparsable data: {snippet!r}")
         return parsed
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import orjson
 
 from moltbot.config.model import ProviderConfig
+from moltbot.config.redact import masked_url
 from moltbot.providers.base import ProviderError, StreamItem
-from moltbot.providers.errors import status_error, transport_error, without_secret
+from moltbot.providers.errors import status_error, transport_error
+from moltbot.providers.scrub import Scrubber
 from moltbot.providers.sse import StreamDecoder
 
 # Enough of an error body to find its message; the rest is not worth waiting for.
@@ -26,13 +29,13 @@ class UpstreamClient:
     def __init__(
         self,
         provider: str,
-        secret: str | None,
+        scrubber: Scrubber,
         *,
         connect_timeout: float,
         read_timeout: float,
     ) -> None:
         self._provider = provider
-        self._secret = secret  # only used to scrub it out of error messages
+        self._scrubber = scrubber
         # No total timeout: a long answer may stream for minutes as long as bytes keep coming.
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout, sock_read=read_timeout
@@ -96,9 +99,9 @@ class UpstreamClient:
                     response.close()  # never hand a half-read connection back to the pool
                     raise
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise without_secret(transport_error(self._provider, exc), self._secret) from None
+            raise self._scrubber.error(transport_error(self._provider, exc)) from None
         except ProviderError as exc:
-            raise without_secret(exc, self._secret) from None
+            raise self._scrubber.error(exc) from None
 
     async def _raise_for_status(self, response: aiohttp.ClientResponse) -> None:
         if 200 <= response.status < 300:
@@ -107,6 +110,13 @@ class UpstreamClient:
         retry_after = response.headers.get("Retry-After")
         text = raw.decode("utf-8", errors="replace")
         raise status_error(self._provider, response.status, text, retry_after)
+
+
+def endpoint_url(base_url: str, path: str) -> str:
+    """`path` appended to the base URL's path; its query string (Azure's `?api-version=`, a
+    proxy's `?key=`) stays at the end."""
+    parts = urlsplit(base_url)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + path))
 
 
 def _is_json(response: aiohttp.ClientResponse) -> bool:
@@ -138,14 +148,17 @@ class HttpProvider:
         read_timeout: float,
     ) -> None:
         self.name = config.name
-        self._url = config.base_url.rstrip("/") + path
+        self._url = endpoint_url(config.base_url, path)
         self._headers = headers
         self._client = UpstreamClient(
-            config.name, config.api_key, connect_timeout=connect_timeout, read_timeout=read_timeout
+            config.name,
+            Scrubber.for_provider(config),
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
         )
 
     def __repr__(self) -> str:  # the default would show the headers, API key included
-        return f"{type(self).__name__}(name={self.name!r}, url={self._url!r})"
+        return f"{type(self).__name__}(name={self.name!r}, url={masked_url(self._url)!r})"
 
     async def close(self) -> None:
         await self._client.close()

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from moltbot.config import redacted
 from tests.config.helpers import load
+from tests.process import child_env, run_cli, write_config
 
 SECRETS = ("tok-SECRET-1", "pw-SECRET-2", "key-SECRET-3", "hdr-SECRET-4", "url-SECRET-5")
 
@@ -97,3 +98,32 @@ def test_redacted_omits_unset_secrets(tmp_path: Path) -> None:
 def test_env_sourced_token_is_masked_too(tmp_path: Path) -> None:
     config = load(tmp_path, "{}", env={"MOLTBOT_GATEWAY_TOKEN": "env-SECRET"}).config
     assert "env-SECRET" not in json.dumps(redacted(config))
+
+
+def test_secret_query_values_in_base_urls_are_masked(tmp_path: Path) -> None:
+    text = """{models: {providers: {az: {
+      baseUrl: "https://llm.example/openai?api-version=2024-06-01&api-key=q-SECRET-6&sig=a%2Bb-SECRET-7&x=1",
+      api: "openai-completions", models: [{id: "m", name: "M"}],
+    }}}}"""
+    shown = redacted(load(tmp_path, text).config)
+    url = shown["models"]["providers"]["az"]["baseUrl"]
+    assert url == "https://llm.example/openai?api-version=2024-06-01&api-key=***&sig=***&x=1"
+
+
+def test_config_show_prints_no_secret_of_a_base_url(tmp_path: Path) -> None:
+    config = {
+        "models": {
+            "providers": {
+                "p": {
+                    "baseUrl": "https://me:u-SECRET-8@llm.example/v1?token=q-SECRET-9",
+                    "api": "openai-completions",
+                    "models": [{"id": "m", "name": "M"}],
+                }
+            }
+        }
+    }
+    path = write_config(tmp_path / "moltbot.json", config)
+    result = run_cli(["config", "show", "--config", str(path)], child_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "SECRET" not in result.stdout
+    assert "https://***@llm.example/v1?token=***" in result.stdout

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from moltbot.config.model import ProviderConfig
 from moltbot.content import Message, user_text
 from moltbot.providers.anthropic import AnthropicProvider
 from moltbot.providers.base import (
@@ -57,9 +58,12 @@ def text_of(items: Iterable[StreamItem]) -> str:
 
 
 @asynccontextmanager
-async def provider_for(up: FakeUpstream, **timeouts: float) -> AsyncIterator[Provider]:
-    """The real provider for the fake's wire format (with `API_KEY`), closed afterwards."""
-    config = provider_config(up, api_key=API_KEY)
+async def provider_for(
+    up: FakeUpstream, config: ProviderConfig | None = None, **timeouts: float
+) -> AsyncIterator[Provider]:
+    """The real provider for the fake's wire format (`config`, by default one with `API_KEY`),
+    closed afterwards."""
+    config = config or provider_config(up, api_key=API_KEY)
     provider_class = AnthropicProvider if isinstance(up, FakeAnthropic) else OpenAICompatProvider
     provider = provider_class(config, **timeouts)
     try:

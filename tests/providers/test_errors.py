@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 
 import aiohttp
@@ -12,7 +13,8 @@ from moltbot.config.model import ProviderConfig
 from moltbot.providers.base import ErrorKind, TextDelta
 from moltbot.providers.errors import parse_retry_after, transport_error
 from moltbot.providers.openai_compat import OpenAICompatProvider
-from tests.fake_upstreams import FakeUpstream
+from moltbot.providers.scrub import MAX_MESSAGE_CHARS, Scrubber, provider_secrets
+from tests.fake_upstreams import FakeUpstream, provider_config
 from tests.providers.streams import API_KEY, collect_error, make_request, provider_for, text_of
 
 
@@ -62,7 +64,7 @@ async def test_long_and_non_json_error_bodies(any_up: FakeUpstream) -> None:
     async with provider_for(any_up) as provider:
         _, long_error = await collect_error(provider.stream(make_request()))
         _, html_error = await collect_error(provider.stream(make_request()))
-    assert "x" * 300 in str(long_error) and "x" * 301 not in str(long_error)
+    assert len(str(long_error)) == MAX_MESSAGE_CHARS and str(long_error).endswith("x…")
     assert "<html>Bad gateway</html>" in str(html_error)
 
 
@@ -149,6 +151,68 @@ async def test_api_key_echoed_by_upstream_is_masked(any_up: FakeUpstream) -> Non
         assert "***" in str(error)
     sent = any_up.requests[0].headers  # the key really went upstream
     assert API_KEY in (sent.get("x-api-key", ""), sent.get("Authorization", "")[7:])
+
+
+@pytest.mark.parametrize("where", ["status", "stream"])
+async def test_a_key_at_the_cut_is_masked_before_the_message_is_shortened(
+    any_up: FakeUpstream, where: str
+) -> None:
+    # The old order (cut at 300, then mask) left the key's first half in the message.
+    message = "x" * (300 - 20) + f" {API_KEY} " + "y" * 500
+    if where == "status":
+        any_up.status(401, body={"error": {"message": message}})
+    else:
+        any_up.error_frame(message, after_chunks=1)
+    async with provider_for(any_up) as provider:
+        _, error = await collect_error(provider.stream(make_request()))
+    text = str(error)
+    assert "***" in text and len(text) <= MAX_MESSAGE_CHARS
+    assert not any(API_KEY[i : i + 6] in text for i in range(len(API_KEY) - 5))
+
+
+async def test_configured_header_values_and_url_secrets_are_masked(
+    any_up: FakeUpstream,
+) -> None:
+    headers = {"X-Custom-Auth": "Token hdr-SECRET-1234", "X-Org": "org-SECRET-5678"}
+    config = provider_config(any_up, api_key=API_KEY, headers=headers)
+    base = config.base_url + "?api-version=2024&api-key=q-SECRET-9012"
+    config = dataclasses.replace(config, base_url=base)
+    echoed = " ".join([*headers.values(), "hdr-SECRET-1234", "q-SECRET-9012"])
+    any_up.status(400, body={"error": {"message": f"you sent: {echoed}; api-version=2024"}})
+    async with provider_for(any_up, config=config) as provider:
+        _, error = await collect_error(provider.stream(make_request()))
+        assert "SECRET" not in repr(provider)
+    assert "SECRET" not in str(error)
+    assert "api-version=2024" in str(error)  # not a secret: kept
+    sent = any_up.requests[0]
+    assert sent.path == any_up.wire.chat_path  # the query stays at the end of the URL
+    assert sent.query == "api-version=2024&api-key=q-SECRET-9012"
+    assert sent.headers["X-Org"] == "org-SECRET-5678"
+
+
+def test_scrubber_masks_every_form_and_leaves_short_values() -> None:
+    scrub = Scrubber(["key/with+plus", "clé-secrète", "1", "true"])
+    text = 'HTTP 401: key/with+plus key%2Fwith%2Bplus {"k": "cl\\u00e9-secr\\u00e8te"} true'
+    assert scrub.text(text) == 'HTTP 401: *** *** {"k": "***"} true'
+
+
+def test_provider_secrets_cover_headers_and_the_base_url() -> None:
+    config = ProviderConfig(
+        "p",
+        "https://u:pw-123456@h.example/v1?api-version=1&sig=s1gnature",
+        "openai-completions",
+        "sk-key",
+        headers=(("Authorization", "Bearer abcdef123"),),
+    )
+    assert provider_secrets(config) == [
+        "sk-key",
+        "Bearer abcdef123",
+        "abcdef123",
+        "u:pw-123456",
+        "u",
+        "pw-123456",
+        "s1gnature",
+    ]
 
 
 async def test_invalid_base_url_is_a_config_error() -> None:
