@@ -4,6 +4,10 @@ from __future__ import annotations
 
 # Namespaces the gateway keeps for its own runs; clients may not write into them.
 RESERVED_PREFIXES = ("subagent:", "cron:", "acp:")
+# The longest session key a client may name (HTTP `x-moltbot-session-key`, WS `sessionKey` and
+# `key`). The canonical form adds at most `agent:<64-character id>:`. Keys are stored, listed
+# and sent back in every session listing, so their length bounds those frames too.
+MAX_SESSION_KEY_CHARS = 512
 
 
 def agent_of_key(key: str) -> str | None:

@@ -237,6 +237,9 @@ RETURNING {SESSION_COLUMNS}
 
 DELETE_SESSION = "DELETE FROM sessions WHERE key = ?"  # messages go by ON DELETE CASCADE
 
+# No index: an admin's look-up, for keys too long to send back (written before keys had a cap).
+KEY_OF_SESSION_ID = "SELECT key FROM sessions WHERE session_id = ?"
+
 INSERT_EMPTY_SESSION = f"""
 INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, NULL, 0, 0, 0, 0, 0)
 ON CONFLICT (key) DO NOTHING
@@ -504,6 +507,10 @@ class Database:
     def delete(self, key: str) -> bool:
         return self.conn.execute(DELETE_SESSION, (key,)).rowcount > 0
 
+    def key_of(self, session_id: str) -> str | None:
+        row = self.conn.execute(KEY_OF_SESSION_ID, (session_id,)).fetchone()
+        return row[0] if row else None
+
     def ensure(self, key: str, agent_id: str, now: int) -> SessionInfo:
         self.conn.execute(INSERT_EMPTY_SESSION, (key, agent_id, str(uuid.uuid4()), now, now))
         return session_from_row(self.conn.execute(GET_SESSION, (key,)).fetchone())
@@ -754,6 +761,10 @@ class SessionStore:
             return await self._call(self._db.delete, key)
         finally:
             self._history.forget(key)
+
+    async def key_of(self, session_id: str) -> str | None:
+        """The key of the session whose current transcript is `session_id`, if any."""
+        return await self._call(self._db.key_of, session_id)
 
     async def ensure(self, key: str, agent_id: str) -> SessionInfo:
         """The session `key`, created empty (no turn) for `agent_id` if it does not exist."""

@@ -34,6 +34,7 @@ from moltbot.gateway.errors import (
 )
 from moltbot.gateway.http.body import read_json
 from moltbot.gateway.http.image_fetch import fetch_images
+from moltbot.gateway.http.limits import SESSION_KEY_HEADER, check_identity_fields
 from moltbot.gateway.http.protocol import (
     ChatCompletionRequest,
     ChunkEncoder,
@@ -61,6 +62,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     request.app[AUTH_KEY].check_request(request)
     images = request.app[CONFIG_KEY].gateway.http.images
     chat = parse_chat_request(await read_json(request), fetch_image_urls=images.allow_url)
+    check_identity_fields(chat.user, request.headers.get(SESSION_KEY_HEADER))
     runtime = request.app[RUNTIME_KEY]
     agent_id = resolve_agent(request, chat.model, runtime.agents)
     session_key, ephemeral = resolve_session(request, agent_id, chat.user, runtime.agents)

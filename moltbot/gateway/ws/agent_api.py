@@ -57,7 +57,7 @@ async def agent(call: Call, params: Any) -> None:
     message = p.string("message", required=True, min_length=1) or ""
     key = p.string("idempotencyKey", required=True, min_length=1) or ""
     agent_id = p.string("agentId", min_length=1)
-    session_key = p.string("sessionKey", min_length=1)
+    session_key = p.session_key()
     timeout = p.integer("timeout", minimum=0)
     extra = p.string("extraSystemPrompt")
     attachments = p.array("attachments")
@@ -177,7 +177,7 @@ def _follow_target(
 ) -> tuple[str | None, str | None]:
     p = Params(params)
     run_id = p.string("runId", min_length=1)
-    session_key = p.string("sessionKey", min_length=1)
+    session_key = p.session_key()
     p.finish(method)
     if (run_id is None) == (session_key is None):
         raise invalid_params(method, "pass exactly one of runId or sessionKey")

@@ -9,9 +9,10 @@ from typing import Any, Literal
 from moltbot.agents.runtime import AgentRuntime
 from moltbot.agents.session_keys import canonical_key
 from moltbot.config.model import Config
+from moltbot.gateway.ws.budget import encoded_size
 from moltbot.gateway.ws.connection import Connection
 from moltbot.gateway.ws.hub import Hub
-from moltbot.gateway.ws.protocol import RpcError
+from moltbot.gateway.ws.protocol import RpcError, response_frame
 
 Role = Literal["operator"]
 Scope = Literal["operator.read", "operator.write", "operator.admin"]
@@ -57,6 +58,12 @@ class Call:
         """Answer now (handlers that return normally are answered by the dispatcher)."""
         self.responded = True
         self.conn.send_response(self.request_id, ok, payload, error)
+
+    def room(self, result: Any) -> int:
+        """How many bytes `result` may still grow by: this call's answer must fit in one frame
+        of at most maxPayload bytes."""
+        frame = response_frame(self.request_id, True, result)
+        return self.hub.options.max_payload - encoded_size(frame)
 
     def session_key(self, key: str, agent_id: str | None = None) -> str:
         """A client's key in canonical form; bare keys belong to `agent_id` or the default."""

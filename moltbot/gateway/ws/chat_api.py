@@ -10,6 +10,7 @@ from typing import Any
 
 from moltbot.agents.runtime import Run, TurnRequest
 from moltbot.gateway.ws.attachments import parse_attachments
+from moltbot.gateway.ws.budget import encoded_size, fit_text, keep_last
 from moltbot.gateway.ws.call import Call
 from moltbot.gateway.ws.connection import Connection
 from moltbot.gateway.ws.hub import Hub
@@ -23,18 +24,17 @@ from moltbot.gateway.ws.runs import (
     start_run,
     user_message,
 )
-from moltbot.gateway.ws.views import transcript_messages, trim_to_bytes
+from moltbot.gateway.ws.views import transcript_messages
 
 HISTORY_DEFAULT_LIMIT = 200
 HISTORY_MAX_LIMIT = 1000
-HISTORY_MAX_BYTES = 6 * 1024 * 1024
 # A message that is one of these (trimmed, any case) stops the session's runs instead.
 STOP_WORDS = frozenset({"/stop", "stop", "esc", "abort", "wait", "exit", "interrupt"})
 
 
 async def chat_send(call: Call, params: Any) -> dict[str, Any] | None:
     p = Params(params)
-    raw_key = p.string("sessionKey", required=True, min_length=1) or ""
+    raw_key = p.session_key(required=True) or ""
     message = p.string("message", required=True)
     key = p.string("idempotencyKey", required=True, min_length=1) or ""
     attachments = p.array("attachments")
@@ -98,7 +98,7 @@ def _consume(hub: Hub, run: Run, conn: Connection) -> None:
 
 async def chat_history(call: Call, params: Any) -> dict[str, Any]:
     p = Params(params)
-    raw_key = p.string("sessionKey", required=True, min_length=1) or ""
+    raw_key = p.session_key(required=True) or ""
     limit = p.integer("limit", minimum=1, maximum=HISTORY_MAX_LIMIT)
     p.finish("chat.history")
     session = call.session_key(raw_key)
@@ -106,16 +106,33 @@ async def chat_history(call: Call, params: Any) -> dict[str, Any]:
     store = call.runtime.store
     info = await store.get(session)
     messages = await store.messages(session, limit or HISTORY_DEFAULT_LIMIT) if info else []
-    shown = trim_to_bytes(transcript_messages(messages), HISTORY_MAX_BYTES)
-    result: dict[str, Any] = {"sessionKey": session, "messages": shown}
+    result: dict[str, Any] = {"sessionKey": session, "messages": []}
     if info is not None:
         result["sessionId"] = info.session_id
+    # The newest messages that fit in one frame (the reference allows 6 MiB, over its own
+    # maxPayload); a newest message too long on its own comes cut.
+    room = call.room(result)
+    items = transcript_messages(messages)
+    shown = keep_last(items, room)
+    if items and not shown:
+        shown = [_cut_to_fit(items[-1], room)]
+    result["messages"] = shown
     return result
+
+
+def _cut_to_fit(item: dict[str, Any], room: int) -> dict[str, Any]:
+    """`item` (a transcript message) as one text block, cut so that `[item]` fits in `room`
+    (its image and tool-call blocks left out)."""
+    text = "".join(block["text"] for block in item["content"] if block["type"] == "text")
+    cut = {**item, "content": [{"type": "text", "text": ""}], "truncated": True}
+    # The text may take what the empty shell leaves; fit_text counts its quotes too.
+    cut["content"][0]["text"] = fit_text(text, room - encoded_size([cut]) + 2)
+    return cut
 
 
 async def chat_abort(call: Call, params: Any) -> dict[str, Any]:
     p = Params(params)
-    raw_key = p.string("sessionKey", required=True, min_length=1) or ""
+    raw_key = p.session_key(required=True) or ""
     run_id = p.string("runId", min_length=1)
     p.finish("chat.abort")
     return abort_runs(call, call.session_key(raw_key), run_id, reason="rpc")

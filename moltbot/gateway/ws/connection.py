@@ -21,11 +21,13 @@ from aiohttp import WSMsgType, web
 
 from moltbot.gateway.ws.protocol import (
     CLOSE_POLICY_VIOLATION,
+    MAX_PAYLOAD_BYTES,
     RpcError,
     close_reason,
     encode,
     event_frame,
     response_frame,
+    unavailable,
 )
 from moltbot.logs import get_logger
 
@@ -44,6 +46,7 @@ class Connection:
         "_closer",
         "_closing",
         "_max_buffered",
+        "_max_payload",
         "_queue",
         "_room",
         "_transport",
@@ -64,6 +67,7 @@ class Connection:
         remote: str,
         max_buffered: int,
         close_timeout: float,
+        max_payload: int = MAX_PAYLOAD_BYTES,
     ) -> None:
         self.ws = ws
         self._transport = transport
@@ -72,6 +76,7 @@ class Connection:
         self.seq = 0  # of the last event sent: per socket, +1 per event, no gaps
         self.buffered = 0
         self._max_buffered = max_buffered
+        self._max_payload = max_payload  # what hello-ok promises: no frame of ours is larger
         self._close_timeout = close_timeout
         # Both only while something is queued: created by _push, dropped once drained.
         self._queue: deque[bytes | _Close] | None = None
@@ -106,6 +111,11 @@ class Connection:
             return False
         seq = self.seq + 1 if with_seq else None
         data = encode(event_frame(name, payload, seq))
+        if len(data) > self._max_payload:
+            # Methods fit their answers; this is the last guard, for events (a long reply's
+            # chat text). The client would drop the socket on it: not sent, chat.history has it.
+            log.warning("event too large for maxPayload: not sent", conn=self.id, event=name)
+            return False
         if seq is not None:
             self.seq = seq  # only once the frame exists: a failed encode leaves no gap
         self._push(data)
@@ -116,8 +126,21 @@ class Connection:
     ) -> bool:
         if not self._admit(droppable=False, force=False):
             return False
-        self._push(encode(response_frame(request_id, ok, payload, error)))
+        data = encode(response_frame(request_id, ok, payload, error))
+        if len(data) > self._max_payload:
+            data = self._too_large(request_id, len(data))
+        self._push(data)
         return True
+
+    def _too_large(self, request_id: str, size: int) -> bytes:
+        """An error answer instead of one above maxPayload (an id that long cannot even be
+        echoed: then the id is "invalid", as for a frame without a readable one)."""
+        log.warning("response too large for maxPayload", conn=self.id, bytes=size)
+        error = unavailable(f"the answer ({size} bytes) exceeds maxPayload ({self._max_payload})")
+        data = encode(response_frame(request_id, False, error=error))
+        if len(data) > self._max_payload:
+            data = encode(response_frame("invalid", False, error=error))
+        return data
 
     def _admit(self, droppable: bool, force: bool) -> bool:
         if not self.open:

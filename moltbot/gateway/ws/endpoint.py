@@ -87,6 +87,7 @@ async def serve(
         remote=request.remote or "",
         max_buffered=hub.options.max_buffered_bytes,
         close_timeout=hub.options.close_timeout,
+        max_payload=hub.options.max_payload,
     )
     try:
         await converse(request, conn, hub, peer, slot)

@@ -9,10 +9,13 @@ from typing import Any
 
 from moltbot.agents.runtime import AgentRuntime, now_ms
 from moltbot.config.model import Config
+from moltbot.gateway.ws.budget import shrink
 from moltbot.gateway.ws.views import HIDDEN_KEYS, recent_entry
 
 HEALTH_MAX_AGE_SECONDS = 60.0
 RECENT_SESSIONS = 5
+# The summary's share of a frame: hello-ok carries it next to the features and paths.
+HEALTH_SHARE_OF_FRAME = 0.5
 # This gateway has no heartbeat runner: every agent reports it disabled.
 HEARTBEAT_OFF: dict[str, Any] = {
     "enabled": False,
@@ -61,7 +64,17 @@ class HealthMonitor:
             self._refreshing = None
 
 
-async def build_health(runtime: AgentRuntime, config: Config) -> dict[str, Any]:
+async def build_health(runtime: AgentRuntime, config: Config, max_bytes: int) -> dict[str, Any]:
+    """The summary, at most `max_bytes` long: it goes out whole in every hello-ok, so with many
+    agents the recent-session samples are dropped, the last agent's first."""
+    summary = await _summary(runtime, config)
+    agents = summary["agents"]
+    recents = [a["sessions"]["recent"] for a in reversed(agents)] + [summary["sessions"]["recent"]]
+    shrink(summary, recents, max_bytes)
+    return summary
+
+
+async def _summary(runtime: AgentRuntime, config: Config) -> dict[str, Any]:
     started = time.monotonic()
     now = now_ms()
     path = str(config.session_store_path)

@@ -26,7 +26,7 @@ from moltbot.gateway.ws.admission import PendingHandshakes
 from moltbot.gateway.ws.chat_events import ChatProjector
 from moltbot.gateway.ws.connection import Connection
 from moltbot.gateway.ws.dedupe import DedupeCache
-from moltbot.gateway.ws.health import HealthMonitor, build_health
+from moltbot.gateway.ws.health import HEALTH_SHARE_OF_FRAME, HealthMonitor, build_health
 from moltbot.gateway.ws.options import WsOptions
 from moltbot.gateway.ws.protocol import CLOSE_SERVICE_RESTART
 from moltbot.gateway.ws.routes import Routes
@@ -221,7 +221,8 @@ class Hub:
     # -- health -------------------------------------------------------------------------------
 
     async def _build_health(self) -> dict[str, Any]:
-        return await build_health(self.runtime, self.config)
+        max_bytes = int(self.options.max_payload * HEALTH_SHARE_OF_FRAME)
+        return await build_health(self.runtime, self.config, max_bytes)
 
     def uptime_ms(self) -> int:
         return max(0, int((time.time() - self.started_at) * 1000))

@@ -6,6 +6,7 @@ from typing import Any
 
 from moltbot.agents.directory import Agent
 from moltbot.agents.runtime import now_ms
+from moltbot.gateway.ws.budget import shrink
 from moltbot.gateway.ws.call import Call
 from moltbot.gateway.ws.health import HEARTBEAT_OFF
 from moltbot.gateway.ws.params import Params
@@ -50,7 +51,7 @@ async def status(call: Call, params: Any) -> dict[str, Any]:
     rows, count = await runtime.store.list(limit=STATUS_RECENT + 2)
     recent = [session_status(r, config, now) for r in rows if r.key not in HIDDEN_KEYS]
     defaults = default_model(config, runtime.providers.default_ref())
-    return {
+    result = {
         "heartbeat": {
             "defaultAgentId": runtime.agents.default_id,
             "agents": [_heartbeat(a) for a in runtime.agents],
@@ -65,6 +66,10 @@ async def status(call: Call, params: Any) -> dict[str, Any]:
             "byAgent": by_agent,
         },
     }
+    # Many agents: their recent sessions go first (the last agent's first), then the overall.
+    samples = [entry["recent"] for entry in reversed(by_agent)] + [result["sessions"]["recent"]]
+    shrink(result, samples, call.room({}))
+    return result
 
 
 def _heartbeat(agent: Agent) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import re
 from collections.abc import Collection
 from typing import Any
 
+from moltbot.agents.session_keys import MAX_SESSION_KEY_CHARS
 from moltbot.gateway.ws.protocol import RpcError, invalid_request
 
 _MISSING = object()
@@ -84,6 +85,10 @@ class Params:
             return self._wrong(name, f"must NOT have more than {max_length} characters")
         return value
 
+    def session_key(self, name: str = "sessionKey", *, required: bool = False) -> str | None:
+        """A session key as a client names one: not empty, at most MAX_SESSION_KEY_CHARS."""
+        return self.string(name, required=required, min_length=1, max_length=MAX_SESSION_KEY_CHARS)
+
     def integer(
         self,
         name: str,
@@ -122,7 +127,15 @@ class Params:
             return self._wrong(name, "must be equal to one of the allowed values")
         return value
 
-    def strings(self, name: str, *, required: bool = False, min_items: int = 0) -> list[str] | None:
+    def strings(
+        self,
+        name: str,
+        *,
+        required: bool = False,
+        min_items: int = 0,
+        max_length: int | None = None,
+    ) -> list[str] | None:
+        """A list of strings, each at most `max_length` characters."""
         value = self._take(name, required)
         if value is None:
             return None
@@ -136,6 +149,8 @@ class Params:
                 self._problem(f"{name}/{index}", "must be string")
             elif has_lone_surrogate(item):
                 self._problem(f"{name}/{index}", NOT_UNICODE)
+            elif max_length is not None and len(item) > max_length:
+                self._problem(f"{name}/{index}", f"must NOT have more than {max_length} characters")
         return None if len(self._problems) > problems else value
 
     def array(self, name: str) -> list[Any] | None:

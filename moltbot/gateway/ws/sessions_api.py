@@ -7,15 +7,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from moltbot.agents.runtime import now_ms
-from moltbot.agents.session_keys import agent_of_key, main_key
+from moltbot.agents.session_keys import MAX_SESSION_KEY_CHARS, agent_of_key, main_key
 from moltbot.agents.sessions import SessionInfo, TranscriptMessage
+from moltbot.gateway.ws.budget import keep_first, keep_last
 from moltbot.gateway.ws.call import Call
-from moltbot.gateway.ws.params import Params
+from moltbot.gateway.ws.params import Params, invalid_params
 from moltbot.gateway.ws.protocol import invalid_request, unavailable
 from moltbot.gateway.ws.views import (
     HIDDEN_KEYS,
     default_model,
     session_row,
+    shown_key,
     strip_envelope,
 )
 
@@ -32,6 +34,7 @@ TITLE_SCAN_MESSAGES = 1000
 ACTIVE_MINUTES_MAX = 100 * 365 * 24 * 60
 # sessions.delete waits this long for the session's runs to stop after aborting them.
 DELETE_WAIT_SECONDS = 15.0
+SESSION_ID_MAX_CHARS = 64  # ours are UUIDs
 
 
 async def sessions_list(call: Call, params: Any) -> dict[str, Any]:
@@ -71,16 +74,22 @@ async def sessions_list(call: Call, params: Any) -> dict[str, Any]:
             row["derivedTitle"] = await _derived_title(call, info)
     if last_message and infos:
         previews = await store.preview([i.key for i in infos], limit=2)
-        for row in rows:
-            if preview := _last_text(previews.get(row["key"], [])):
+        for row, info in zip(rows, infos, strict=True):
+            if preview := _last_text(previews.get(info.key, [])):
                 row["lastMessagePreview"] = preview
-    return {
+    result = {
         "ts": now_ms(),
         "path": str(call.config.session_store_path),
         "count": len(rows),
         "defaults": default_model(call.config, call.runtime.providers.default_ref()),
-        "sessions": rows,
+        "sessions": [],
+        "truncated": True,  # measured with the flag, kept only if rows had to go
     }
+    shown = keep_first(rows, call.room(result))
+    result.update(count=len(shown), sessions=shown)
+    if len(shown) == len(rows):
+        del result["truncated"]
+    return result
 
 
 async def _derived_title(call: Call, info: SessionInfo) -> str:
@@ -119,7 +128,7 @@ def _clip(text: str, limit: int) -> str:
 
 async def sessions_preview(call: Call, params: Any) -> dict[str, Any]:
     p = Params(params)
-    keys = p.strings("keys", required=True, min_items=1)
+    keys = p.strings("keys", required=True, min_items=1, max_length=MAX_SESSION_KEY_CHARS)
     limit = p.integer("limit")
     max_chars = p.integer("maxChars", minimum=PREVIEW_MIN_CHARS)
     p.finish("sessions.preview")
@@ -128,18 +137,27 @@ async def sessions_preview(call: Call, params: Any) -> dict[str, Any]:
     chars = min(max_chars or PREVIEW_DEFAULT_CHARS, PREVIEW_MAX_CHARS)
     canonical = [call.session_key(k) for k in keys]
     found = await call.runtime.store.preview(canonical, limit=items)
-    previews = []
+    previews, all_items = [], []
     for asked, key in zip(keys, canonical, strict=True):
         messages = found.get(key)
         status = "missing" if messages is None else ("ok" if messages else "empty")
-        shown = [{"role": m.role, "text": _clip(_display_text(m), chars)} for m in (messages or [])]
-        previews.append({"key": asked, "status": status, "items": shown})
-    return {"ts": now_ms(), "previews": previews}
+        previews.append({"key": asked, "status": status, "items": []})
+        all_items.append([_preview_item(m, chars) for m in messages or []])
+    result = {"ts": now_ms(), "previews": previews}
+    # Each preview gets an equal share of the frame and keeps its newest items that fit.
+    share = call.room(result) // max(1, len(previews))
+    for preview, items in zip(previews, all_items, strict=True):
+        preview["items"] = keep_last(items, share)
+    return result
+
+
+def _preview_item(message: TranscriptMessage, chars: int) -> dict[str, str]:
+    return {"role": message.role, "text": _clip(_display_text(message), chars)}
 
 
 async def sessions_reset(call: Call, params: Any) -> dict[str, Any]:
     p = Params(params)
-    raw_key = p.string("key", required=True, min_length=1)
+    raw_key = p.session_key("key", required=True)
     p.finish("sessions.reset")
     key = call.session_key(raw_key or "")
     store = call.runtime.store
@@ -152,16 +170,32 @@ async def sessions_reset(call: Call, params: Any) -> dict[str, Any]:
 
 async def sessions_delete(call: Call, params: Any) -> dict[str, Any]:
     p = Params(params)
-    raw_key = p.string("key", required=True, min_length=1)
+    raw_key = p.session_key("key")
+    # Our addition: a session whose key is too long to send (one written before keys had a
+    # cap, listed with `keyTruncated`) is named by its sessionId instead.
+    session_id = p.string("sessionId", min_length=1, max_length=SESSION_ID_MAX_CHARS)
     p.boolean("deleteTranscript")  # transcripts live in the store row: they always go with it
+    if raw_key is None and session_id is None:
+        p.string("key", required=True)  # the reference's "must have required property 'key'"
     p.finish("sessions.delete")
-    key = call.session_key(raw_key or "")
+    key = await _delete_target(call, raw_key, session_id)
     main = main_key(call.runtime.agents.default_id)
     if key == main:
         raise invalid_request(f"Cannot delete the main session ({main}).")
     await _stop_runs(call, key)
     deleted = await call.runtime.store.delete(key)
-    return {"ok": True, "key": key, "deleted": deleted, "archived": []}
+    return {"ok": True, "key": shown_key(key), "deleted": deleted, "archived": []}
+
+
+async def _delete_target(call: Call, raw_key: str | None, session_id: str | None) -> str:
+    if raw_key is not None and session_id is not None:
+        raise invalid_params("sessions.delete", "pass exactly one of key or sessionId")
+    if raw_key is not None:
+        return call.session_key(raw_key)
+    key = await call.runtime.store.key_of(session_id or "")
+    if key is None:
+        raise invalid_request(f"no session has sessionId {session_id}")
+    return key
 
 
 async def _stop_runs(call: Call, key: str) -> None:

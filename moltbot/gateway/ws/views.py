@@ -6,7 +6,6 @@ fields); rows carry what we have, with the reference's field names.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -21,6 +20,20 @@ _ENVELOPE = re.compile(r"^\[[A-Z][a-z]{2} \d{4}-\d{2}-\d{2} \d{2}:\d{2}[^\]]*\] 
 _STOP_REASONS = {"ok": "stop", "error": "error", "aborted": "aborted"}
 HIDDEN_KEYS = ("global", "unknown")
 MAIN_KEY = "main"  # the main-session suffix: `agent:<id>:main`
+# Longer than any key made since keys have a cap (MAX_SESSION_KEY_CHARS plus `agent:<id>:`).
+# A store written before may hold longer ones: they are shown cut, with `keyTruncated`, and
+# such a session is deleted by its sessionId.
+SHOWN_KEY_MAX_CHARS = 1024
+
+
+def shown_key(key: str) -> str:
+    return key if len(key) <= SHOWN_KEY_MAX_CHARS else key[:SHOWN_KEY_MAX_CHARS] + "…"
+
+
+def _key_fields(key: str) -> dict[str, Any]:
+    if len(key) <= SHOWN_KEY_MAX_CHARS:
+        return {"key": key}
+    return {"key": shown_key(key), "keyTruncated": True}
 
 
 def session_kind(key: str) -> str:
@@ -57,7 +70,7 @@ def session_row(info: SessionInfo, config: Config) -> dict[str, Any]:
     """A `sessions.list` row."""
     provider, model = split_model_ref(info.model)
     row: dict[str, Any] = {
-        "key": info.key,
+        **_key_fields(info.key),
         "kind": session_kind(info.key),
         "agentId": info.agent_id,
         "updatedAt": info.updated_at,
@@ -83,7 +96,7 @@ def session_status(info: SessionInfo, config: Config, now: int) -> dict[str, Any
     flags = [f"id:{info.session_id}"] + (["aborted"] if info.aborted_last_run else [])
     return {
         "agentId": info.agent_id,
-        "key": info.key,
+        **_key_fields(info.key),
         "kind": session_kind(info.key),
         "sessionId": info.session_id,
         "updatedAt": info.updated_at,
@@ -101,7 +114,11 @@ def session_status(info: SessionInfo, config: Config, now: int) -> dict[str, Any
 
 
 def recent_entry(info: SessionInfo, now: int) -> dict[str, Any]:
-    return {"key": info.key, "updatedAt": info.updated_at, "age": age_ms(info.updated_at, now)}
+    return {
+        **_key_fields(info.key),
+        "updatedAt": info.updated_at,
+        "age": age_ms(info.updated_at, now),
+    }
 
 
 def default_model(config: Config, default_ref: str) -> dict[str, Any]:
@@ -164,16 +181,6 @@ def transcript_message(
     if message.error:
         item["errorMessage"] = message.error
     return item
-
-
-def trim_to_bytes(items: list[dict[str, Any]], max_bytes: int) -> list[dict[str, Any]]:
-    """Drop the oldest items until the JSON array fits in `max_bytes`."""
-    sizes = [len(json.dumps(item, ensure_ascii=False).encode()) + 1 for item in items]
-    total, start = sum(sizes) + 1, 0
-    while start < len(items) and total > max_bytes:
-        total -= sizes[start]
-        start += 1
-    return items[start:]
 
 
 def echo_model_entry() -> dict[str, Any]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import StartGateway
+from tests.conftest import StartGateway, make_config
 from tests.fake_upstreams import FakeOpenAI
-from tests.gateway.http.helpers import turns, upstream_config, user
+from tests.gateway.http.helpers import chat_body, post_chat, turns, upstream_config, user
 
 KEY = "agent:main:openai-user:bob"
 
@@ -105,3 +105,23 @@ async def test_history_survives_a_gateway_restart(
     ]
     session = await second.runtime.store.get(KEY)
     assert session is not None and session.turns == 2
+
+
+async def test_user_and_session_key_header_have_length_caps(
+    start_gateway: StartGateway, state_dir: Path
+) -> None:
+    gateway = await start_gateway(make_config(state_dir))
+    for value, status in (("u" * 1_000_000, 400), ("u" * 257, 400), ("u" * 256, 200)):
+        reply = await post_chat(gateway, chat_body(user=value))
+        assert reply.status == status, reply.body
+        if status == 400:
+            assert reply.error["param"] == "user"
+            assert "at most 256" in reply.error["message"] and len(reply.body) < 1000
+    header = "x-moltbot-session-key"
+    for length, status in ((513, 400), (512, 200)):
+        reply = await post_chat(gateway, chat_body(), headers={header: "k" * length})
+        assert reply.status == status, reply.body
+        if status == 400:
+            assert reply.error["param"] == header and "at most 512" in reply.error["message"]
+    keys = [info.key for info in (await gateway.runtime.store.list())[0]]
+    assert sorted(len(key) for key in keys) == [len("agent:main:openai-user:") + 256, 11 + 512]
