@@ -45,6 +45,7 @@ from moltbot.content import (
     message_to_json,
     without_image_bytes,
 )
+from moltbot.permissions import make_database_private
 from moltbot.providers.base import Usage
 
 Status = Literal["ok", "error", "aborted"]
@@ -446,6 +447,7 @@ class Database:
         make_private_dirs(path.parent)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # SQLite gives -wal/-shm this mode
         os.close(fd)
+        make_database_private(path)  # a file left readable by others (an older version's)
         conn = sqlite3.connect(path, isolation_level=None)  # we BEGIN/COMMIT ourselves
         try:
             if trace is not None:

@@ -70,7 +70,9 @@ def load_config(
     config = apply_overrides(
         validated.config, raw.env, auth_mode_set=auth_mode_set, port=port, bind=bind, source=path
     )
-    config = replace(config, state_dir=resolve_state_dir(env, home), config_path=path)
+    config = replace(
+        config, state_dir=resolve_state_dir(env, home), config_path=path, config_files=raw.files
+    )
     notices = (*_file_notices(path, path_notice), *validated.notices)
     return LoadedConfig(config=config, env=raw.env, notices=notices)
 

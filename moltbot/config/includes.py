@@ -25,6 +25,8 @@ class _Chain:
     files: tuple[Path, ...]
     # The top-level config path as the user gave it; every error is raised against it.
     root: Path
+    # Every file read so far, shared along the whole expansion (the caller's list).
+    read: list[Path]
 
     @property
     def current(self) -> Path:
@@ -45,9 +47,11 @@ class _Chain:
         return ConfigError.file_level(self.root, f"{location}: {detail}")
 
 
-def resolve_includes(value: object, *, file: Path) -> object:
-    """`value` (parsed from `file`) with every `$include`, at any depth, expanded."""
-    return _walk(value, _Chain(files=(file.resolve(),), root=file), where="")
+def resolve_includes(value: object, *, file: Path, read: list[Path] | None = None) -> object:
+    """`value` (parsed from `file`) with every `$include`, at any depth, expanded; the paths
+    of the included files are appended to `read`, in the order they were read."""
+    chain = _Chain(files=(file.resolve(),), root=file, read=[] if read is None else read)
+    return _walk(value, chain, where="")
 
 
 def deep_merge(base: object, over: object) -> object:
@@ -109,4 +113,6 @@ def _load_one(target: str, chain: _Chain, where: str) -> object:
     if not path.exists():
         raise chain.fail(where, f"cannot read {chain.shown(path)}: file not found")
     parsed = read_config_file(path, shown_as=chain.shown(path), report_as=chain.root)
-    return _walk(parsed, _Chain(files=(*chain.files, path), root=chain.root), where="")
+    chain.read.append(path)
+    inner = _Chain(files=(*chain.files, path), root=chain.root, read=chain.read)
+    return _walk(parsed, inner, where="")

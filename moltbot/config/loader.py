@@ -21,18 +21,21 @@ class RawConfig:
     data: object
     # The environment as the config sees it: the caller's env plus the file's `env` block.
     env: dict[str, str]
+    # Every file read: the config file (if it exists), then its includes.
+    files: tuple[Path, ...] = ()
 
 
 def load_raw(path: Path, *, explicit: bool, env: Mapping[str, str]) -> RawConfig:
     """Read `path` and run the pre-validation stages. A missing file is an empty config unless
     the user named it explicitly (then a typo should not silently mean "all defaults")."""
     parsed = _read(path, explicit=explicit)
-    expanded = resolve_includes(parsed, file=path)
+    files = [path] if path.exists() else []
+    expanded = resolve_includes(parsed, file=path, read=files)
     merged_env = apply_env_block(expanded, env)
     substituted, problems = substitute_env(expanded, merged_env)
     if problems:
         raise ConfigError.invalid(path, problems)
-    return RawConfig(data=substituted, env=merged_env)
+    return RawConfig(data=substituted, env=merged_env, files=tuple(files))
 
 
 def _read(path: Path, *, explicit: bool) -> object:

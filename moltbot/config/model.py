@@ -172,6 +172,8 @@ class Config:
     # Where this config came from and where state lives (resolved at load).
     state_dir: Path = field(default_factory=lambda: Path.home() / ".moltbot")
     config_path: Path | None = None
+    # Every file the config was read from: config_path (if it exists), then its $includes.
+    config_files: tuple[Path, ...] = ()
 
     @property
     def session_store_path(self) -> Path:

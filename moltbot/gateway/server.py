@@ -23,6 +23,7 @@ from moltbot.gateway.state import AUTH_KEY, CONFIG_KEY, RUNTIME_KEY, STARTED_AT_
 from moltbot.gateway.systemd import notify
 from moltbot.gateway.ws import WsOptions, setup_ws
 from moltbot.logs import get_logger
+from moltbot.permissions import check_state_files
 from moltbot.providers.failover import RetryPolicy
 from moltbot.providers.registry import ProviderRegistry
 
@@ -94,6 +95,7 @@ def _runtime_context(
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def runtime_context(app: web.Application) -> AsyncIterator[None]:
         config = app[CONFIG_KEY]
+        check_state_files(config)
         store = await SessionStore.open(config.session_store_path)
         providers = ProviderRegistry.from_config(config.models)
         if providers.uses_offline_default:
