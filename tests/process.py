@@ -8,7 +8,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,12 +69,14 @@ class GatewayProcess:
 
 
 @asynccontextmanager
-async def gateway_process(args: list[str], env: Mapping[str, str]) -> AsyncIterator[GatewayProcess]:
-    """Start the gateway and wait until it logs that it listens."""
+async def gateway_process(
+    args: list[str], env: Mapping[str, str], *, launcher: Sequence[str] = ("-m", "moltbot")
+) -> AsyncIterator[GatewayProcess]:
+    """Start the gateway and wait until it logs that it listens. `launcher`: what Python runs
+    before `args` (e.g. `-c <code>` that restricts the process, then runs moltbot)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-m",
-        "moltbot",
+        *launcher,
         *args,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
