@@ -111,11 +111,6 @@ class Connection:
             return False
         seq = self.seq + 1 if with_seq else None
         data = encode(event_frame(name, payload, seq))
-        if len(data) > self._max_payload:
-            # Methods fit their answers; this is the last guard, for events (a long reply's
-            # chat text). The client would drop the socket on it: not sent, chat.history has it.
-            log.warning("event too large for maxPayload: not sent", conn=self.id, event=name)
-            return False
         if seq is not None:
             self.seq = seq  # only once the frame exists: a failed encode leaves no gap
         self._push(data)
@@ -127,20 +122,15 @@ class Connection:
         if not self._admit(droppable=False, force=False):
             return False
         data = encode(response_frame(request_id, ok, payload, error))
-        if len(data) > self._max_payload:
-            data = self._too_large(request_id, len(data))
+        if error is not None and len(data) > self._max_payload:
+            # An error may quote the request (an unknown method's name, a param's name), so a
+            # request near maxPayload would get an answer above it: a short error instead.
+            # (Listings fit themselves to the frame; a model's reply is sent whole.)
+            log.warning("error answer too large for maxPayload", conn=self.id, bytes=len(data))
+            short = unavailable(f"the error answer exceeds maxPayload ({self._max_payload})")
+            data = encode(response_frame(request_id, False, error=short))
         self._push(data)
         return True
-
-    def _too_large(self, request_id: str, size: int) -> bytes:
-        """An error answer instead of one above maxPayload (an id that long cannot even be
-        echoed: then the id is "invalid", as for a frame without a readable one)."""
-        log.warning("response too large for maxPayload", conn=self.id, bytes=size)
-        error = unavailable(f"the answer ({size} bytes) exceeds maxPayload ({self._max_payload})")
-        data = encode(response_frame(request_id, False, error=error))
-        if len(data) > self._max_payload:
-            data = encode(response_frame("invalid", False, error=error))
-        return data
 
     def _admit(self, droppable: bool, force: bool) -> bool:
         if not self.open:

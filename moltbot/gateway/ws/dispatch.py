@@ -29,6 +29,9 @@ from moltbot.logs import get_logger
 log = get_logger("moltbot.ws")
 
 MAX_IN_FLIGHT = 32
+# Request ids come back in every answer, so their length counts against maxPayload; clients
+# use UUIDs (36 characters).
+MAX_REQUEST_ID_CHARS = 256
 
 
 class Dispatcher:
@@ -65,6 +68,10 @@ class Dispatcher:
 
     def _resolve(self, request: RequestFrame) -> Method | None:
         """The method to run, or None after answering why not."""
+        if len(request.id) > MAX_REQUEST_ID_CHARS:  # every answer repeats it
+            limit = f"must NOT have more than {MAX_REQUEST_ID_CHARS} characters"
+            self._fail("invalid", invalid_request(f"invalid request frame: at /id: {limit}"))
+            return None
         if request.method == "connect":
             self._fail(request.id, invalid_request("connect is only valid as the first request"))
             return None
