@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable
 from pathlib import Path
 
 from moltbot.config.model import Config
@@ -102,7 +101,7 @@ def readable_by(path: Path) -> str | None:
     except OSError:
         return None
     group, others = bool(mode & stat.S_IRGRP), bool(mode & stat.S_IROTH)
-    for directory in _parents(path):
+    for directory in path.resolve().parents:
         try:
             dir_mode = directory.stat().st_mode
         except OSError:
@@ -111,10 +110,6 @@ def readable_by(path: Path) -> str | None:
         others = others and bool(dir_mode & stat.S_IXOTH)
     names = [name for name, can in (("the group", group), ("others", others)) if can]
     return " and ".join(names) or None
-
-
-def _parents(path: Path) -> Iterable[Path]:
-    return path.resolve().parents
 
 
 def _text(path: Path) -> str:

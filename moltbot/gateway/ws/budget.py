@@ -2,7 +2,7 @@
 
 Listings grow with what is stored (many sessions, long messages), and what is stored comes from
 clients, so every listing is cut to the room its frame has left: whole items are dropped, the
-least useful first. The connection refuses any frame that would still be too large.
+least useful first. (Error answers, which may quote the request, are cut by the connection.)
 """
 
 from __future__ import annotations

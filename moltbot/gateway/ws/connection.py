@@ -76,7 +76,7 @@ class Connection:
         self.seq = 0  # of the last event sent: per socket, +1 per event, no gaps
         self.buffered = 0
         self._max_buffered = max_buffered
-        self._max_payload = max_payload  # what hello-ok promises: no frame of ours is larger
+        self._max_payload = max_payload  # as hello-ok advertises it
         self._close_timeout = close_timeout
         # Both only while something is queued: created by _push, dropped once drained.
         self._queue: deque[bytes | _Close] | None = None
