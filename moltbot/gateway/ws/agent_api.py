@@ -16,7 +16,7 @@ from moltbot.config.agents import normalize_agent_id
 from moltbot.gateway.ws.attachments import parse_attachments
 from moltbot.gateway.ws.call import Call
 from moltbot.gateway.ws.connection import Connection
-from moltbot.gateway.ws.hub import Hub
+from moltbot.gateway.ws.hub import PAYLOAD_HEADROOM, Hub
 from moltbot.gateway.ws.params import Params, invalid_params
 from moltbot.gateway.ws.protocol import invalid_request
 from moltbot.gateway.ws.runs import (
@@ -123,7 +123,8 @@ def _replay(call: Call, key: str) -> bool:
 def _answer_at_end(hub: Hub, conn: Connection, request_id: str, run: Run, consume: bool) -> None:
     async def answer() -> None:
         await (drain(run, conn) if consume else run.wait())
-        ok, payload, error = await agent_outcome(hub.runtime, run)
+        room = hub.options.max_payload - PAYLOAD_HEADROOM
+        ok, payload, error = await agent_outcome(hub.runtime, run, room)
         hub.dedupe.put(f"agent:{run.id}:final", ok, payload, error)
         conn.send_response(request_id, ok, payload, error)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from moltbot.agents.events import AgentEvent, RunEnded, TextChunk, UsageReport, usage_data
 from moltbot.content import Message, ToolCall
+from moltbot.gateway.ws.budget import encoded_size, fit_text
 
 # The reply of a run so far, by run id (None once the run is gone).
 ReplyLookup = Callable[[str], Message | None]
@@ -50,10 +51,14 @@ class ChatProjector:
         clock: Callable[[], float] = time.monotonic,
         interval: float = DELTA_INTERVAL_SECONDS,
         reply_of: ReplyLookup = lambda run_id: None,
+        text_room: int = 500 * 1024,
     ) -> None:
         self._clock = clock
         self._interval = interval
         self.reply_of = reply_of
+        # A chat payload must fit in one frame (maxPayload): longer text is cut, marked
+        # `truncated` (HTTP gets a long answer whole).
+        self.text_room = text_room
         self._runs: dict[str, _RunView] = {}  # active runs only: removed at their end
 
     def __len__(self) -> int:
@@ -93,12 +98,11 @@ class ChatProjector:
             return None
         view.last_delta = now
         payload = _base(event, "delta")
-        payload["message"] = assistant_message(view.text, event.ts)
+        payload["message"] = assistant_message(view.text, event.ts, room=self.text_room)
         return ChatUpdate(payload, droppable=True)
 
-    @staticmethod
     def _ending(
-        event: AgentEvent, end: RunEnded, view: _RunView, reply: Message | None
+        self, event: AgentEvent, end: RunEnded, view: _RunView, reply: Message | None
     ) -> dict[str, Any]:
         if end.status == "error":
             payload = _base(event, "error")
@@ -114,7 +118,7 @@ class ChatProjector:
         text = reply.text if reply is not None else view.text
         calls = reply.tool_calls if reply is not None else ()
         if text or calls:
-            payload["message"] = assistant_message(text, event.ts, calls)
+            payload["message"] = assistant_message(text, event.ts, calls, room=self.text_room)
         if view.usage is not None:
             payload["usage"] = view.usage
         return payload
@@ -129,10 +133,22 @@ def _base(event: AgentEvent, state: str) -> dict[str, Any]:
     }
 
 
-def assistant_message(text: str, ts: int, calls: tuple[ToolCall, ...] = ()) -> dict[str, Any]:
-    content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text or not calls else []
-    content += [tool_call_block(c) for c in calls]
-    return {"role": "assistant", "content": content, "timestamp": ts}
+def assistant_message(
+    text: str, ts: int, calls: tuple[ToolCall, ...] = (), *, room: int | None = None
+) -> dict[str, Any]:
+    blocks = [tool_call_block(c) for c in calls]
+    message: dict[str, Any] = {"role": "assistant", "content": blocks, "timestamp": ts}
+    if text or not calls:
+        blocks.insert(0, {"type": "text", "text": text})
+    if room is not None and len(text) > room // 6:  # cheap test first: 6 bytes a char at most
+        blocks[0]["text"], message["truncated"] = "", True
+        shown = fit_text(text, room - encoded_size(message) + 2)  # + the empty string's quotes
+        if len(shown) < len(text):
+            blocks[0]["text"] = shown
+        else:
+            blocks[0]["text"] = text
+            del message["truncated"]
+    return message
 
 
 def tool_call_block(call: ToolCall) -> dict[str, Any]:

@@ -34,6 +34,9 @@ from moltbot.logs import get_logger
 
 log = get_logger("moltbot.ws")
 
+# What a chat or agent payload leaves of maxPayload for the frame around the text.
+PAYLOAD_HEADROOM = 8 * 1024
+
 
 class Hub:
     def __init__(self, config: Config, options: WsOptions, started_at: float) -> None:
@@ -43,7 +46,7 @@ class Hub:
         self.connections: set[Connection] = set()  # registered: handshake done
         self.handshaking: set[Connection] = set()  # still in their handshake
         self.routes = Routes()
-        self.chat = ChatProjector()
+        self.chat = ChatProjector(text_room=options.max_payload - PAYLOAD_HEADROOM)
         self.dedupe = DedupeCache()
         self.health = HealthMonitor(self._build_health)
         self.handshakes = PendingHandshakes(

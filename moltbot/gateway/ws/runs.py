@@ -11,6 +11,7 @@ from moltbot.agents.runtime import AgentRuntime, InvalidTurn, Run, TurnRequest
 from moltbot.agents.session_keys import is_reserved
 from moltbot.agents.sessions import SessionStoreError
 from moltbot.content import ImagePart, Message, Part, TextPart
+from moltbot.gateway.ws.budget import encoded_size, fit_text
 from moltbot.gateway.ws.call import Call
 from moltbot.gateway.ws.connection import Connection
 from moltbot.gateway.ws.params import invalid_params
@@ -67,7 +68,19 @@ async def drain(run: Run, conn: Connection | None = None) -> None:
             run.abort("slow consumer: the client read nothing in time")
 
 
-async def agent_outcome(runtime: AgentRuntime, run: Run) -> Outcome:
+def _payload(text: str, room: int) -> dict[str, Any]:
+    """The reply as a result payload, cut (and marked) if it would not fit in one frame."""
+    if len(text) <= room // 6:  # 6 bytes a character at most: it fits
+        return {"text": text, "mediaUrl": None}
+    frame: dict[str, Any] = {"text": "", "mediaUrl": None, "truncated": True}
+    shown = fit_text(text, room - encoded_size(frame) + 2)  # + the empty string's quotes
+    if len(shown) == len(text):
+        return {"text": text, "mediaUrl": None}
+    frame["text"] = shown
+    return frame
+
+
+async def agent_outcome(runtime: AgentRuntime, run: Run, room: int) -> Outcome:
     """The `agent` method's second response for a finished run."""
     if run.status == "error":
         summary = run.error or "agent run failed"
@@ -82,7 +95,7 @@ async def agent_outcome(runtime: AgentRuntime, run: Run) -> Outcome:
         agent_meta["usage"] = usage_data(run.usage)
     duration = (run.ended_at or 0) - (run.started_at or run.ended_at or 0)
     result = {
-        "payloads": [{"text": run.text, "mediaUrl": None}] if run.text else [],
+        "payloads": [_payload(run.text, room)] if run.text else [],
         "meta": {
             "durationMs": max(0, duration),
             "agentMeta": agent_meta,

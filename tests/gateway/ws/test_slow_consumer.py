@@ -48,7 +48,10 @@ async def test_a_client_that_does_not_read_is_dropped(
         events = await collect_until(reader, is_chat_end(run_id), timeout=30)
         final = events[-1].payload
         assert final["state"] == "final", final.get("errorMessage")
-        assert final["message"]["content"][0]["text"] == CHUNK * CHUNKS
+        # The reply is longer than one frame may be: the final carries its start, marked.
+        shown = final["message"]["content"][0]["text"]
+        assert final["message"]["truncated"] is True
+        assert 0 < len(shown) < len(CHUNK) * CHUNKS and (CHUNK * CHUNKS).startswith(shown)
 
     # The slow socket was closed by the server, the reader is still connected and usable.
     await wait_for(lambda: len(hub.connections) == 1)
@@ -56,5 +59,5 @@ async def test_a_client_that_does_not_read_is_dropped(
     code, reason = await slow.closed(timeout=30)
     assert (code, reason) == (1008, "slow consumer")
     # The backlog never grew past the limit plus the one frame that crossed it.
-    largest_frame = len(CHUNK) * CHUNKS + 1024  # the final chat message, to the reader
+    largest_frame = 512 * 1024  # a frame is never larger than maxPayload
     assert max(peaks) <= MAX_BUFFERED + largest_frame

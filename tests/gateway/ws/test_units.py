@@ -301,3 +301,18 @@ async def test_an_idle_connection_keeps_no_queue_or_writer_task():
     assert conn.send_event("tick", {"i": 4})  # a new drain task once idle again
     await conn._writer  # type: ignore[misc]
     assert conn.seq == 5 and conn._writer is None and len(ws.sent) == 5
+
+
+def test_a_reply_longer_than_a_frame_is_cut_and_marked():
+    from moltbot.gateway.ws.budget import encoded_size
+    from moltbot.gateway.ws.chat_events import assistant_message
+    from moltbot.gateway.ws.runs import _payload
+
+    text = "é" * 400_000  # 800 KB of UTF-8
+    message = assistant_message(text, 1, room=100_000)
+    assert message["truncated"] is True and encoded_size(message) <= 100_000
+    assert text.startswith(message["content"][0]["text"])
+    payload = _payload(text, 100_000)
+    assert payload["truncated"] is True and encoded_size(payload) <= 100_000
+    assert "truncated" not in _payload("short", 100_000)
+    assert "truncated" not in assistant_message("short", 1, room=100_000)
