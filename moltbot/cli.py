@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     setup.add_argument(
         "--enable-http",
         action="store_true",
-        help="enable POST /v1/chat/completions in the starter config",
+        help="enable the OpenAI-compatible endpoints (/v1/chat/completions, /v1/responses)",
     )
     setup.set_defaults(func=cmd_setup)
 

@@ -58,6 +58,7 @@ class ImagesConfig:
 @dataclass(frozen=True)
 class HttpConfig:
     chat_completions_enabled: bool = False
+    responses_enabled: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     images: ImagesConfig = field(default_factory=ImagesConfig)
 

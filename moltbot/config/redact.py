@@ -52,7 +52,10 @@ def _gateway(gateway: GatewayConfig) -> dict[str, object]:
         "trustedProxies": list(gateway.trusted_proxies),
         "http": {
             "maxBodyBytes": gateway.http.max_body_bytes,
-            "endpoints": {"chatCompletions": {"enabled": gateway.http.chat_completions_enabled}},
+            "endpoints": {
+                "chatCompletions": {"enabled": gateway.http.chat_completions_enabled},
+                "responses": {"enabled": gateway.http.responses_enabled},
+            },
             "images": {
                 "allowUrl": gateway.http.images.allow_url,
                 "allowedHosts": list(gateway.http.images.allowed_hosts),

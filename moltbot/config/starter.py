@@ -25,8 +25,9 @@ _STARTER = """\
       token: __TOKEN__,
     },
     http: {
-      // The OpenAI-compatible API: POST /v1/chat/completions on the same port.
-      endpoints: { chatCompletions: { enabled: __CHAT__ } },
+      // The OpenAI-compatible API on the same port: POST /v1/chat/completions and
+      // POST /v1/responses (the Responses API).
+      endpoints: { chatCompletions: { enabled: __CHAT__ }, responses: { enabled: __CHAT__ } },
     },
   },
 
@@ -50,7 +51,8 @@ _STARTER = """\
 
 
 def starter_config(token: str, *, chat_completions: bool) -> str:
-    """JSON5 text of a working local config using `token`; no providers (echo model)."""
+    """JSON5 text of a working local config using `token`; no providers (echo model).
+    `chat_completions` turns on both OpenAI-compatible endpoints."""
     if not token.strip():
         raise ValueError("starter_config needs a non-empty token")
     # json.dumps makes any token a valid JSON5 string; escaping keeps `${...}` in it literal.

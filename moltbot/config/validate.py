@@ -173,11 +173,12 @@ def _rate_limit_section(node: Node) -> RateLimitConfig:
 
 def _http_section(node: Node) -> HttpConfig:
     node.check_keys(("maxBodyBytes", "endpoints", "images"))
+    endpoints = node.section("endpoints", _endpoints_section) or {}
     return HttpConfig(
         **given(
             max_body_bytes=node.integer("maxBodyBytes"),
-            chat_completions_enabled=node.section("endpoints", _endpoints_section),
             images=node.section("images", _images_section),
+            **endpoints,
         )
     )
 
@@ -214,10 +215,13 @@ def as_positive_number(value: object, path: str, ctx: Context) -> float | None:
     return number
 
 
-def _endpoints_section(node: Node) -> bool | None:
-    """Only `chatCompletions.enabled` exists in this gateway."""
-    node.check_keys(("chatCompletions",))
-    return node.section("chatCompletions", _enabled_flag)
+def _endpoints_section(node: Node) -> dict[str, bool | None]:
+    """The OpenAI-compatible endpoints, each off unless `enabled: true`."""
+    node.check_keys(("chatCompletions", "responses"))
+    return {
+        "chat_completions_enabled": node.section("chatCompletions", _enabled_flag),
+        "responses_enabled": node.section("responses", _enabled_flag),
+    }
 
 
 def _enabled_flag(node: Node) -> bool | None:

@@ -59,7 +59,7 @@ def test_redacted_has_the_file_shape(tmp_path: Path) -> None:
     assert shown["gateway"]["trustedProxies"] == ["10.0.0.1"]
     assert shown["gateway"]["http"] == {
         "maxBodyBytes": 2048,
-        "endpoints": {"chatCompletions": {"enabled": True}},
+        "endpoints": {"chatCompletions": {"enabled": True}, "responses": {"enabled": False}},
         "images": {"allowUrl": False, "allowedHosts": [], "timeoutSeconds": 10.0},
     }
     assert shown["gateway"]["auth"]["rateLimit"]["maxAttempts"] == 10

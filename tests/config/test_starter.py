@@ -20,6 +20,7 @@ def test_starter_config_round_trip(tmp_path: Path, enabled: bool) -> None:
     assert config.gateway.auth.token == "abc123"
     assert config.gateway.bind == "loopback"
     assert config.gateway.http.chat_completions_enabled is enabled
+    assert config.gateway.http.responses_enabled is enabled
     assert config.models.providers == ()
 
 

@@ -169,8 +169,8 @@ def test_trusted_proxies_must_be_an_array(tmp_path: Path) -> None:
 
 
 def test_http_section(tmp_path: Path) -> None:
-    text = """{gateway: {http: {maxBodyBytes: 0,
-        endpoints: {chatCompletions: {enabled: 1}, responses: {}}}}}"""
+    text = """{gateway: {http: {maxBodyBytes: 0, endpoints: {chatCompletions: {enabled: 1},
+        responses: {enabled: "yes", storeDays: 3}, embeddings: {}}}}}"""
     error = load_error(tmp_path, text)
     assert (
         problem_at(error, "gateway.http.maxBodyBytes")
@@ -179,8 +179,14 @@ def test_http_section(tmp_path: Path) -> None:
     assert problem_at(error, "gateway.http.endpoints.chatCompletions.enabled") == (
         "expected true or false, got integer 1"
     )
-    assert problem_at(error, "gateway.http.endpoints.responses") == (
-        "unknown key (expected one of: chatCompletions)"
+    assert problem_at(error, "gateway.http.endpoints.responses.enabled") == (
+        'expected true or false, got string "yes"'
+    )
+    assert problem_at(error, "gateway.http.endpoints.responses.storeDays") == (
+        "unknown key (expected one of: enabled)"
+    )
+    assert problem_at(error, "gateway.http.endpoints.embeddings") == (
+        "unknown key (expected one of: chatCompletions, responses)"
     )
 
 
@@ -188,6 +194,10 @@ def test_http_values_are_read(tmp_path: Path) -> None:
     text = "{gateway: {http: {maxBodyBytes: 1024, endpoints: {chatCompletions: {enabled: true}}}}}"
     http = load(tmp_path, text).config.gateway.http
     assert (http.max_body_bytes, http.chat_completions_enabled) == (1024, True)
+    assert http.responses_enabled is False  # each endpoint is off unless enabled
+    text = "{gateway: {http: {endpoints: {responses: {enabled: true}}}}}"
+    http = load(tmp_path, text).config.gateway.http
+    assert (http.chat_completions_enabled, http.responses_enabled) == (False, True)
 
 
 @pytest.mark.parametrize(("value", "got"), [("-1", "integer -1"), ("true", "boolean true")])
