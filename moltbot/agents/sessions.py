@@ -50,7 +50,7 @@ from moltbot.providers.base import Usage
 
 Status = Literal["ok", "error", "aborted"]
 
-SCHEMA_VERSION = 2  # stored in PRAGMA user_version; bump it with each migration
+SCHEMA_VERSION = 3  # stored in PRAGMA user_version; bump it with each migration
 
 T = TypeVar("T")
 
@@ -109,6 +109,33 @@ class TurnRecord:
     model: str | None = None
     usage: Usage | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseRecord:
+    """A response of the Responses endpoint to remember (see `SessionStore.save_response`)."""
+
+    id: str
+    session_key: str  # the session its turn was recorded in
+    created_at: int  # ms epoch
+    expires_at: int  # ms epoch; not found from then on
+    body: str | None  # the response object as JSON; None when too large to keep
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    id: str
+    session_key: str
+    created_at: int
+    expires_at: int
+    body: str | None
+    reset_since: bool  # the session was reset since: the response's transcript is gone
+    turns_since: int  # "ok" turns the session recorded after it
+
+    @property
+    def is_latest(self) -> bool:
+        """The session's history still ends with this response's turn."""
+        return not self.reset_since and self.turns_since == 0
 
 
 def wall_clock_ms() -> int:
@@ -182,7 +209,26 @@ DROP TABLE messages;
 ALTER TABLE messages_v2 RENAME TO messages;
 CREATE INDEX messages_by_session ON messages (session_key, session_id, id);
 """
-MIGRATIONS = {0: SCHEMA_V1, 1: MIGRATE_V1_TO_V2}  # from version n to n + 1
+
+# v3: what the Responses endpoint remembers of each response, so that `previous_response_id`
+# can continue it: its session, the transcript (session_id) and the count of "ok" turns that
+# transcript had right after it (a continuation checks the session has not moved on since),
+# and the response object as sent (JSON; NULL when too large to keep). Rows go with their
+# session (ON DELETE CASCADE, served by responses_by_session) and when expired.
+MIGRATE_V2_TO_V3 = """
+CREATE TABLE responses (
+    id TEXT PRIMARY KEY,
+    session_key TEXT NOT NULL REFERENCES sessions (key) ON DELETE CASCADE,
+    session_id TEXT NOT NULL,
+    turns INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    body TEXT
+);
+CREATE INDEX responses_by_session ON responses (session_key);
+CREATE INDEX responses_by_expiry ON responses (expires_at);
+"""
+MIGRATIONS = {0: SCHEMA_V1, 1: MIGRATE_V1_TO_V2, 2: MIGRATE_V2_TO_V3}  # from version n to n + 1
 
 # --- Statements (constant strings, so sqlite3's statement cache prepares each once) ----------
 
@@ -244,6 +290,22 @@ KEY_OF_SESSION_ID = "SELECT key FROM sessions WHERE session_id = ?"
 INSERT_EMPTY_SESSION = f"""
 INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, NULL, 0, 0, 0, 0, 0)
 ON CONFLICT (key) DO NOTHING
+"""
+
+# The session's transcript and turn count are taken as they are when the response is saved
+# (right after its turn was recorded); no row when the session does not exist.
+SAVE_RESPONSE = """
+INSERT INTO responses (id, session_key, session_id, turns, created_at, expires_at, body)
+SELECT ?1, key, session_id, turns, ?2, ?3, ?4 FROM sessions WHERE key = ?5
+"""
+
+PURGE_RESPONSES = "DELETE FROM responses WHERE expires_at <= ?"
+
+GET_RESPONSE = """
+SELECT r.session_key, r.created_at, r.expires_at, r.body,
+       s.session_id <> r.session_id, s.turns - r.turns
+FROM responses r JOIN sessions s ON s.key = r.session_key
+WHERE r.id = ? AND r.expires_at > ?
 """
 
 # list() builds its WHERE from the filters given (see list_filter); each of the eight variants
@@ -517,6 +579,20 @@ class Database:
         self.conn.execute(INSERT_EMPTY_SESSION, (key, agent_id, str(uuid.uuid4()), now, now))
         return session_from_row(self.conn.execute(GET_SESSION, (key,)).fetchone())
 
+    def save_response(self, record: ResponseRecord, now: int) -> bool:
+        self.conn.execute(PURGE_RESPONSES, (now,))
+        values = (record.id, record.created_at, record.expires_at, record.body, record.session_key)
+        return self.conn.execute(SAVE_RESPONSE, values).rowcount > 0
+
+    def get_response(self, response_id: str, now: int) -> StoredResponse | None:
+        row = self.conn.execute(GET_RESPONSE, (response_id, now)).fetchone()
+        if row is None:
+            return None
+        key, created_at, expires_at, body, reset_since, turns_since = row
+        return StoredResponse(
+            response_id, key, created_at, expires_at, body, bool(reset_since), turns_since
+        )
+
     # Last, so that `list` in the annotations above still means the builtin.
     def list(
         self, agent_id: str | None, search: str | None, since: int | None, limit: int, offset: int
@@ -646,8 +722,8 @@ class SessionStore:
     ) -> SessionStore:
         """Open (or create) the store at `path`.
 
-        `now_ms` is the clock for reset/ensure/list; `trace`, if given, is called with every SQL
-        statement, on the database thread (for debugging and tests)."""
+        `now_ms` is the clock for reset/ensure/list and response expiry; `trace`, if given, is
+        called with every SQL statement, on the database thread (for debugging and tests)."""
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="session-store")
         loop = asyncio.get_running_loop()
         try:
@@ -771,6 +847,16 @@ class SessionStore:
     async def ensure(self, key: str, agent_id: str) -> SessionInfo:
         """The session `key`, created empty (no turn) for `agent_id` if it does not exist."""
         return await self._call(self._db.ensure, key, agent_id, self._now_ms())
+
+    async def save_response(self, record: ResponseRecord) -> bool:
+        """Remember a response of the Responses endpoint until `record.expires_at`, tied to
+        its session as it is now (transcript and turn count). False, and nothing saved, when
+        the session does not exist. Expired responses are deleted on the way."""
+        return await self._call(self._db.save_response, record, self._now_ms())
+
+    async def get_response(self, response_id: str) -> StoredResponse | None:
+        """A remembered response that has not expired and whose session still exists."""
+        return await self._call(self._db.get_response, response_id, self._now_ms())
 
     # Last, so that `list` in the annotations above still means the builtin.
     async def list(
