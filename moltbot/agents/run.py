@@ -45,6 +45,9 @@ class TurnRequest:
     # given to the model before the input, never stored.
     context: tuple[Message, ...] = ()
     tools: ToolSet = NO_TOOLS  # the client's tools: a call to one ends the turn
+    # "provider/model" for this turn alone, instead of the agent's primary and fallbacks; it
+    # must be one of those (or the default model when the agent names none).
+    model_ref: str | None = None
     sampling: SamplingParams = field(default_factory=SamplingParams)
     timeout_seconds: float | None = None
     # The session exists for this turn alone (a stateless HTTP request): there is no history

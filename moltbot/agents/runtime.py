@@ -104,7 +104,7 @@ class AgentRuntime:
         agent = self._agent_for(request)
         if not any(m.text.strip() or m.images or m.role == "tool" for m in request.input):
             raise InvalidTurn("message must not be empty", code="empty_message")
-        self._check_images(agent, request)
+        self._check_images(self._model_refs(agent, request)[0], request)
         run_id = request.run_id or f"run_{uuid.uuid4().hex}"
         if self.get_run(run_id) is not None:
             raise InvalidTurn(f'run id "{run_id}" is already in use', code="duplicate_run")
@@ -133,12 +133,26 @@ class AgentRuntime:
             raise InvalidTurn(f'unknown agent id "{agent_id}"', code="agent_not_found")
         return agent
 
-    def _check_images(self, agent: Agent, request: TurnRequest) -> None:
+    def _model_refs(self, agent: Agent, request: TurnRequest) -> tuple[str, ...]:
+        """The models the turn may use, first choice first: the agent's (or the default
+        model), or the one the request picked among them."""
+        refs = agent.model_refs or (self.providers.default_ref(),)
+        if request.model_ref is None:
+            return refs
+        for ref in refs:
+            if same_ref(ref, request.model_ref):
+                return (ref,)
+        raise InvalidTurn(
+            f'model "{request.model_ref}" is not one agent "{agent.id}" may use '
+            f"(its models: {', '.join(refs)})",
+            code="model_not_allowed",
+        )
+
+    def _check_images(self, ref: str, request: TurnRequest) -> None:
         """Images go only to a model whose config says it takes them: a clear refusal, not a
-        silent drop. The primary model decides (fallbacks are tried with what it accepted)."""
+        silent drop. The first model decides (fallbacks are tried with what it accepted)."""
         if not any(m.images for m in (*request.context, *request.input)):
             return
-        ref = (agent.model_refs or (self.providers.default_ref(),))[0]
         if not self.providers.takes_images(ref):
             raise InvalidTurn(
                 f'model "{ref}" does not take image input (set input: ["text", "image"] on '
@@ -204,7 +218,7 @@ class AgentRuntime:
             await self._finish(run, "ok")
 
     async def _call_model(self, run: Run) -> None:
-        refs = run.agent.model_refs or (self.providers.default_ref(),)
+        refs = self._model_refs(run.agent, run.request)
         request = await self._model_request(run, refs[0])
         stream = FailoverStream(self.providers, refs, request, self._retry)
         answer = run.answer
@@ -377,6 +391,13 @@ def _new_part(
     if context and without_image_bytes(context[-1]) == history[-1]:
         return (), turn_input
     return context, turn_input
+
+
+def same_ref(a: str, b: str) -> bool:
+    """Model refs are equal when their providers match ignoring case and their models match."""
+    provider_a, _, model_a = a.partition("/")
+    provider_b, _, model_b = b.partition("/")
+    return provider_a.strip().lower() == provider_b.strip().lower() and model_a == model_b
 
 
 def valid_text(text: str) -> str:

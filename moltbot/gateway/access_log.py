@@ -1,4 +1,4 @@
-"""One log line per HTTP request: method, path, status, duration, agent and session tag."""
+"""One log line per HTTP request: method, path, status, duration, agent, model and session tag."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ class RequestTags:
     """What a handler learns about a request that the log line should carry."""
 
     agent: str | None = None
+    model: str | None = None  # "provider/model" that answered (or was asked for)
     session_key: str | None = None
 
 
@@ -57,6 +58,8 @@ def _write(request: web.Request, status: int, seconds: float, request_tags: Requ
     }
     if request_tags.agent:
         fields["agent"] = request_tags.agent
+    if request_tags.model:
+        fields["model"] = request_tags.model
     if request_tags.session_key:
         fields["session"] = short_hash(request_tags.session_key)
     log.info("http request", **fields)
