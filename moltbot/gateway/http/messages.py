@@ -68,8 +68,8 @@ class ChatTurn:
         return replace(self, context=context, input=_fill(self.input, remaining), image_urls=())
 
 
-class _Budget:
-    """What the request has used of the caps so far."""
+class Budget:
+    """What the request has used of the caps so far (text, images)."""
 
     def __init__(self) -> None:
         self.chars = 0
@@ -102,7 +102,7 @@ def parse_messages(value: Any, *, fetch_image_urls: bool = False) -> ChatTurn:
         raise InvalidRequest("messages must be an array of message objects", param="messages")
     if len(value) > MAX_MESSAGES:
         raise InvalidRequest(f"at most {MAX_MESSAGES} messages per request", param="messages")
-    budget = _Budget()
+    budget = Budget()
     system: list[str] = []
     conversation: list[Message] = []
     urls: list[ImageUrl] = []
@@ -161,7 +161,7 @@ def _split(conversation: list[Message]) -> tuple[tuple[Message, ...], tuple[Mess
 # -- one message ----------------------------------------------------------------------------
 
 
-def _text_only(content: Any, param: str, budget: _Budget) -> str:
+def _text_only(content: Any, param: str, budget: Budget) -> str:
     """String content, or the text parts of array content (joined by newlines)."""
     if content is None or isinstance(content, str):
         return budget.text(content or "", param)
@@ -193,7 +193,7 @@ def _text_part(part: Any, param: str) -> str | None:
 
 
 def _user_content(
-    content: Any, param: str, budget: _Budget
+    content: Any, param: str, budget: Budget
 ) -> tuple[tuple[Part, ...], list[ImageUrl]]:
     if content is None or isinstance(content, str):
         text = budget.text(content or "", param)
@@ -208,7 +208,7 @@ def _user_content(
         if text is not None:
             parts.append(TextPart(budget.text(text, where)))
         elif raw.get("type") in ("image_url", "input_image"):
-            image, url = _image(raw, where, budget)
+            image, url = image_part(raw, where, budget)
             parts.append(image)
             if url is not None:
                 urls.append(url)
@@ -221,7 +221,10 @@ def _user_content(
     return tuple(parts), urls
 
 
-def _image(raw: dict[str, Any], param: str, budget: _Budget) -> tuple[ImagePart, ImageUrl | None]:
+def image_part(
+    raw: dict[str, Any], param: str, budget: Budget
+) -> tuple[ImagePart, ImageUrl | None]:
+    """The image of an `image_url` / `input_image` part (`image_url` a URL or `{url}`)."""
     field = raw.get("image_url")
     url = field.get("url") if isinstance(field, dict) else field
     if not isinstance(url, str) or not url:
@@ -238,7 +241,7 @@ def _image(raw: dict[str, Any], param: str, budget: _Budget) -> tuple[ImagePart,
     return image, None
 
 
-def _assistant(raw: dict[str, Any], param: str, budget: _Budget) -> Message:
+def _assistant(raw: dict[str, Any], param: str, budget: Budget) -> Message:
     text = _text_only(raw.get("content"), f"{param}.content", budget)
     calls = raw.get("tool_calls")
     if calls is None:
@@ -254,7 +257,7 @@ def _assistant(raw: dict[str, Any], param: str, budget: _Budget) -> Message:
     return Message("assistant", (TextPart(text),) if text else (), parsed)
 
 
-def _tool_call(raw: Any, param: str, budget: _Budget) -> ToolCall:
+def _tool_call(raw: Any, param: str, budget: Budget) -> ToolCall:
     if not isinstance(raw, dict):
         raise InvalidRequest("each tool call must be an object", param=param)
     call_id = raw.get("id")
@@ -279,7 +282,7 @@ def _tool_call(raw: Any, param: str, budget: _Budget) -> ToolCall:
 
 
 def _tool_result(
-    raw: dict[str, Any], param: str, conversation: list[Message], budget: _Budget
+    raw: dict[str, Any], param: str, conversation: list[Message], budget: Budget
 ) -> Message:
     call_id = raw.get("tool_call_id")
     if not isinstance(call_id, str) or not call_id:

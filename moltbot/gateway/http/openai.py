@@ -8,7 +8,6 @@ stops reading from its upstream; a client that takes nothing for the stall limit
 
 from __future__ import annotations
 
-import re
 import uuid
 from contextlib import aclosing
 from dataclasses import replace
@@ -16,22 +15,11 @@ from dataclasses import replace
 import orjson
 from aiohttp import web
 
-from moltbot.agents.directory import AgentDirectory
 from moltbot.agents.events import TextChunk, ToolCallChunk
 from moltbot.agents.run import CONSUMER_STALL_SECONDS
 from moltbot.agents.runtime import InvalidTurn, Run, TurnRequest
-from moltbot.agents.session_keys import canonical_key, is_reserved
-from moltbot.config.agents import normalize_agent_id
 from moltbot.gateway.access_log import tags
-from moltbot.gateway.errors import (
-    GatewayError,
-    InvalidRequest,
-    NotFound,
-    ServiceUnavailable,
-    UpstreamError,
-    UpstreamTimeout,
-    error_body,
-)
+from moltbot.gateway.errors import GatewayError, InvalidRequest, error_body
 from moltbot.gateway.http.body import read_json
 from moltbot.gateway.http.image_fetch import fetch_images
 from moltbot.gateway.http.limits import SESSION_KEY_HEADER, check_identity_fields
@@ -41,21 +29,20 @@ from moltbot.gateway.http.protocol import (
     completion_body,
     parse_chat_request,
 )
-from moltbot.gateway.http.sse import EventStream
+from moltbot.gateway.http.routing import (
+    MODEL_HEADER,
+    model_override,
+    resolve_agent,
+    resolve_session,
+    run_failure,
+)
+from moltbot.gateway.http.sse import KEEPALIVE_KEY, KEEPALIVE_SECONDS, STALL_KEY, EventStream
 from moltbot.gateway.state import AUTH_KEY, CONFIG_KEY, RUNTIME_KEY
 from moltbot.logs import get_logger
 
 log = get_logger("moltbot.http")
 
-# A comment line goes out when the stream was silent this long, so proxies keep it open.
-KEEPALIVE_SECONDS = 15.0
-# Set on the application before it starts to use another interval (tests use milliseconds).
-KEEPALIVE_KEY = web.AppKey("openai_keepalive_seconds", float)
-# A streaming client that takes no data for this long is disconnected (tests use less).
-STALL_KEY = web.AppKey("openai_stall_seconds", float)
-_AGENT_MODEL = re.compile(r"^(?:moltbot[:/]|agent:)([a-z0-9][a-z0-9_-]{0,63})$", re.IGNORECASE)
-_DEFAULT_MODELS = ("moltbot", "moltbot/default", "moltbot:default")
-_UPSTREAM_KINDS = ("auth", "rate_limit", "upstream", "connection", "malformed")
+__all__ = ["KEEPALIVE_KEY", "STALL_KEY", "chat_completions"]
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -79,6 +66,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         run_id=completion_id,
         extra_system_prompt=chat.turn.system,
         sampling=chat.sampling,
+        model_ref=model_override(request),
         ephemeral=ephemeral,
         keep_after_end=False,
     )
@@ -87,60 +75,21 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     except InvalidTurn as exc:
         raise InvalidRequest(str(exc), param=_refused_param(request, exc), code=exc.code) from None
     tags(request).agent, tags(request).session_key = run.agent.id, session_key
-    if chat.stream:
-        return await stream_completion(request, run, chat)
-    return await complete(run, chat)
+    try:
+        if chat.stream:
+            return await stream_completion(request, run, chat)
+        return await complete(run, chat)
+    finally:  # the model that answered, for the access log
+        tags(request).model = run.model_ref or turn.model_ref
 
 
 def _refused_param(request: web.Request, exc: InvalidTurn) -> str:
     if exc.code in ("empty_message", "image_input_unsupported"):
         return "messages"  # an empty message, or images for a text-only model
+    if exc.code == "model_not_allowed":
+        return MODEL_HEADER
     # Else the session key's agent is unknown or does not match the model's.
-    return "x-moltbot-session-key" if "x-moltbot-session-key" in request.headers else "model"
-
-
-def resolve_agent(request: web.Request, model: str, agents: AgentDirectory) -> str | None:
-    """The agent named by header or model, or None for "the default / the session key's"."""
-    header = request.headers.get("x-moltbot-agent-id") or request.headers.get("x-moltbot-agent")
-    if header and header.strip():
-        return _known_agent(normalize_agent_id(header), agents, param=None)
-    if model in _DEFAULT_MODELS:
-        return None
-    match = _AGENT_MODEL.match(model)
-    if not match:
-        raise NotFound(
-            f"The model `{model}` does not exist. Use `moltbot` or `moltbot/<agentId>` "
-            "(GET /v1/models lists them).",
-            param="model",
-            code="model_not_found",
-        )
-    agent_id = normalize_agent_id(match[1])
-    return None if agent_id == "default" else _known_agent(agent_id, agents, param="model")
-
-
-def _known_agent(agent_id: str, agents: AgentDirectory, param: str | None) -> str:
-    if agents.get(agent_id) is None:
-        raise NotFound(f'unknown agent "{agent_id}"', param=param, code="model_not_found")
-    return agent_id
-
-
-def resolve_session(
-    request: web.Request, agent_id: str | None, user: str | None, agents: AgentDirectory
-) -> tuple[str, bool]:
-    """(session key, whether it lives for this request only): the header's key, a key per
-    OpenAI `user`, or a
-    fresh key for a stateless request."""
-    owner = agent_id or agents.default_id
-    header = (request.headers.get("x-moltbot-session-key") or "").strip()
-    if header:
-        if is_reserved(header):
-            raise InvalidRequest(
-                f'session key "{header}" is in a reserved namespace', param="x-moltbot-session-key"
-            )
-        return canonical_key(header, owner), False
-    if user:
-        return f"agent:{owner}:openai-user:{user.lower()}", False
-    return f"agent:{owner}:openai:{uuid.uuid4()}", True
+    return SESSION_KEY_HEADER if SESSION_KEY_HEADER in request.headers else "model"
 
 
 async def complete(run: Run, chat: ChatCompletionRequest) -> web.Response:
@@ -239,15 +188,3 @@ class CompletionStream:
             return ()
         self._role_sent = True
         return (self._encoder.role(),)
-
-
-def run_failure(run: Run) -> GatewayError:
-    """A failed or aborted run as the HTTP error a client should see."""
-    message = run.error or "the agent run failed"
-    if run.status == "aborted":
-        return ServiceUnavailable(f"the agent run was aborted: {message}", code="run_aborted")
-    if run.error_kind == "timeout":
-        return UpstreamTimeout(message, code="timeout")
-    if run.error_kind in _UPSTREAM_KINDS:
-        return UpstreamError(message, code=run.error_kind)
-    return GatewayError(message, code=run.error_kind)

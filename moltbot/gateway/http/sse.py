@@ -1,4 +1,5 @@
-"""Server-sent events on an aiohttp `StreamResponse`: `data: <json>` frames, sent as they come.
+"""Server-sent events on an aiohttp `StreamResponse`: `data: <json>` frames, or named events
+(`event: <name>` then `data: <json>`), sent as they come.
 
 A write waits while the client's socket buffer is full (aiohttp drains past 64 KiB), which is
 what holds a run back for a slow reader. A client that takes nothing for `stall_seconds` is cut
@@ -10,6 +11,13 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+
+# A comment line goes out when a stream was silent this long, so proxies keep it open.
+KEEPALIVE_SECONDS = 15.0
+# Set on the application before it starts to use another interval (tests use milliseconds).
+KEEPALIVE_KEY = web.AppKey("openai_keepalive_seconds", float)
+# A streaming client that takes no data for this long is disconnected (tests use less).
+STALL_KEY = web.AppKey("openai_stall_seconds", float)
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -38,12 +46,23 @@ class EventStream:
         """Frames from already-encoded JSON, in one write (one syscall, one TCP segment)."""
         await self._write(b"".join(b"data: %b\n\n" % p for p in payloads))
 
+    async def send_events(self, *events: tuple[str, bytes]) -> None:
+        """Named events, (name, encoded JSON) each, in one write."""
+        await self._write(named_events(events))
+
     async def comment(self, text: str) -> None:
         await self._write(f": {text}\n\n".encode())
 
     async def done(self, *payloads: bytes) -> web.StreamResponse:
         """The last frames, then `[DONE]`, then the end of the response."""
-        data = b"".join(b"data: %b\n\n" % p for p in (*payloads, b"[DONE]"))
+        return await self._end(b"".join(b"data: %b\n\n" % p for p in (*payloads, b"[DONE]")))
+
+    async def end_events(self, *events: tuple[str, bytes]) -> web.StreamResponse:
+        """The last named events, then the end of the response. No `[DONE]`: a stream of
+        named events (the Responses API's) ends with its own terminal event."""
+        return await self._end(named_events(events))
+
+    async def _end(self, data: bytes) -> web.StreamResponse:
         try:
             await self._write(data, eof=True)
         finally:
@@ -60,6 +79,10 @@ class EventStream:
             await (self._response.write_eof(data) if eof else self._response.write(data))
         finally:
             self._watch.written()
+
+
+def named_events(events: tuple[tuple[str, bytes], ...]) -> bytes:
+    return b"".join(b"event: %b\ndata: %b\n\n" % (name.encode(), data) for name, data in events)
 
 
 class StallWatch:
