@@ -19,6 +19,7 @@ from moltbot.gateway.auth import Authenticator, is_loopback
 from moltbot.gateway.errors import error_middleware
 from moltbot.gateway.http.models import get_model, list_models
 from moltbot.gateway.http.openai import chat_completions
+from moltbot.gateway.http.responses import create_response, get_response
 from moltbot.gateway.state import AUTH_KEY, CONFIG_KEY, RUNTIME_KEY, STARTED_AT_KEY
 from moltbot.gateway.systemd import notify
 from moltbot.gateway.ws import WsOptions, setup_ws
@@ -78,16 +79,22 @@ def build_app(
     app[STARTED_AT_KEY] = time.time()
     app.router.add_get("/healthz", healthz)
     setup_ws(app, ws_options)
-    if config.gateway.http.chat_completions_enabled:
-        add_openai_routes(app)
+    add_openai_routes(app, config)
     return app
 
 
-def add_openai_routes(app: web.Application) -> None:
-    """The OpenAI-compatible surface; absent (404) unless enabled in the config."""
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/v1/models/{model_id:.+}", get_model)
+def add_openai_routes(app: web.Application, config: Config) -> None:
+    """The OpenAI-compatible surface: each endpoint absent (404) unless enabled in the config,
+    the model list with either."""
+    http = config.gateway.http
+    if http.chat_completions_enabled:
+        app.router.add_post("/v1/chat/completions", chat_completions)
+    if http.responses_enabled:
+        app.router.add_post("/v1/responses", create_response)
+        app.router.add_get("/v1/responses/{response_id}", get_response)
+    if http.chat_completions_enabled or http.responses_enabled:
+        app.router.add_get("/v1/models", list_models)
+        app.router.add_get("/v1/models/{model_id:.+}", get_model)
 
 
 def _runtime_context(

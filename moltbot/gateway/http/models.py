@@ -12,8 +12,9 @@ from moltbot.gateway.state import AUTH_KEY, RUNTIME_KEY, STARTED_AT_KEY
 
 
 def model_ids(agents: AgentDirectory) -> list[str]:
-    """`moltbot/default` first, then `moltbot/<id>` for every agent."""
-    return ["moltbot/default", *(f"moltbot/{agent.id}" for agent in agents)]
+    """`moltbot` (the name the docs use) and `moltbot/default` first, then `moltbot/<id>` for
+    every agent."""
+    return ["moltbot", "moltbot/default", *(f"moltbot/{agent.id}" for agent in agents)]
 
 
 def model_body(model_id: str, created: int) -> dict[str, Any]:
@@ -30,8 +31,7 @@ async def list_models(request: web.Request) -> web.Response:
 async def get_model(request: web.Request) -> web.Response:
     request.app[AUTH_KEY].check_request(request)
     model_id = request.match_info["model_id"]
-    # `moltbot` works as a chat model (the default agent) even though it is not listed.
-    if model_id != "moltbot" and model_id not in model_ids(request.app[RUNTIME_KEY].agents):
+    if model_id not in model_ids(request.app[RUNTIME_KEY].agents):
         raise NotFound(
             f"The model `{model_id}` does not exist", param="model", code="model_not_found"
         )

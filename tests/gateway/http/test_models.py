@@ -10,7 +10,7 @@ import pytest
 
 from moltbot.config.model import AgentConfig
 from tests.conftest import StartGateway, make_config
-from tests.gateway.http.helpers import request
+from tests.gateway.http.helpers import request, with_http
 
 
 async def test_list_names_the_default_then_every_agent(
@@ -24,6 +24,7 @@ async def test_list_names_the_default_then_every_agent(
     document = reply.json()
     assert document["object"] == "list"
     assert [m["id"] for m in document["data"]] == [
+        "moltbot",
         "moltbot/default",
         "moltbot/beta",
         "moltbot/alpha",
@@ -46,13 +47,20 @@ async def test_get_one_model_plain_or_url_encoded(
     assert reply.json()["object"] == "model"
 
 
-async def test_bare_moltbot_can_be_retrieved_like_it_can_be_used(
+async def test_bare_moltbot_is_listed_and_can_be_retrieved_like_it_can_be_used(
     start_gateway: StartGateway, state_dir: Path
 ) -> None:
     gateway = await start_gateway(make_config(state_dir))
     reply = await request(gateway, "GET", "/v1/models/moltbot")
     assert reply.status == 200
-    assert reply.json()["id"] == "moltbot"
+    assert reply.json() == {
+        "id": "moltbot",
+        "object": "model",
+        "created": reply.json()["created"],
+        "owned_by": "moltbot",
+    }
+    listed = (await request(gateway, "GET", "/v1/models")).json()["data"]
+    assert listed[0] == reply.json()
 
 
 @pytest.mark.parametrize("model_id", ["moltbot/nope", "gpt-4o", "moltbot:main"])
@@ -79,6 +87,16 @@ async def test_models_need_the_bearer_and_the_endpoint_enabled(
         assert (await request(disabled, "GET", path)).status == 404
 
 
+async def test_models_are_served_with_the_responses_endpoint_alone(
+    start_gateway: StartGateway, state_dir: Path
+) -> None:
+    config = with_http(make_config(state_dir, chat=False), responses_enabled=True)
+    gateway = await start_gateway(config)
+    assert (await request(gateway, "GET", "/v1/models")).status == 200
+    assert (await request(gateway, "GET", "/v1/models/moltbot")).status == 200
+    assert (await request(gateway, "POST", "/v1/chat/completions", json={})).status == 404
+
+
 async def test_sync_sdk_lists_and_retrieves(start_gateway: StartGateway, state_dir: Path) -> None:
     gateway = await start_gateway(make_config(state_dir, agents=(AgentConfig(id="beta"),)))
 
@@ -91,5 +109,5 @@ async def test_sync_sdk_lists_and_retrieves(start_gateway: StartGateway, state_d
             return ids, client.models.retrieve("moltbot/beta").id
 
     ids, retrieved = await asyncio.to_thread(call)
-    assert ids == ["moltbot/default", "moltbot/beta"]
+    assert ids == ["moltbot", "moltbot/default", "moltbot/beta"]
     assert retrieved == "moltbot/beta"

@@ -184,9 +184,9 @@ async def test_models_list_and_retrieve(start_gateway: StartGateway, state_dir: 
     async with gateway.openai() as client:
         listed = await client.models.list()
         model = await client.models.retrieve("moltbot/default")
-    assert [m.id for m in listed.data] == ["moltbot/default", "moltbot/main"]
+    assert [m.id for m in listed.data] == ["moltbot", "moltbot/default", "moltbot/main"]
     assert {m.object for m in listed.data} == {"model"}
     assert {m.owned_by for m in listed.data} == {"moltbot"}
     assert model.id == "moltbot/default"
     assert model.object == "model"
-    assert model.created == listed.data[0].created
+    assert model.created == listed.data[1].created
