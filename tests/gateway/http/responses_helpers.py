@@ -9,7 +9,7 @@ from typing import Any
 
 from moltbot.config.model import Config, ModelConfig
 from tests.conftest import TOKEN, Gateway, make_config
-from tests.fake_upstreams import FakeUpstream, provider_config
+from tests.fake_upstreams import FakeUpstream, RecordedRequest, provider_config
 from tests.gateway.http.helpers import Reply, request, with_http
 
 RESPONSES_PATH = "/v1/responses"
@@ -75,3 +75,19 @@ def event_types(events: list[dict[str, Any]]) -> list[str]:
 
 def user_item(text: str) -> dict[str, Any]:
     return {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+
+
+def tool_messages(recorded: RecordedRequest) -> list[dict[str, Any]]:
+    """The assistant tool-call and tool-result messages a request sent upstream."""
+    return [
+        m for m in recorded.messages if m.get("role") == "tool" or m.get("tool_calls") is not None
+    ]
+
+
+def arguments_of(recorded: RecordedRequest) -> list[Any]:
+    """The parsed arguments of every tool call in the request's messages, in order."""
+    return [
+        json.loads(call["function"]["arguments"])
+        for message in recorded.messages
+        for call in message.get("tool_calls") or ()
+    ]

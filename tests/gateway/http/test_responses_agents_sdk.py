@@ -19,10 +19,9 @@ from agents import (
 from agents.models import _openai_shared
 
 from tests.conftest import StartGateway
-from tests.fake_tools import FakeCall, FakeToolsOpenAI, tool_messages
-from tests.fake_upstreams import RecordedRequest
+from tests.fake_upstreams import FakeCall, FakeOpenAI, RecordedRequest
 from tests.gateway.http.helpers import system_prompt
-from tests.gateway.http.responses_helpers import responses_config
+from tests.gateway.http.responses_helpers import responses_config, tool_messages
 
 
 @pytest.fixture(autouse=True)
@@ -45,9 +44,9 @@ def _answer(recorded: RecordedRequest) -> str:
 async def test_an_agent_runs_its_function_tool_through_the_gateway(
     start_gateway: StartGateway, state_dir: Path, streamed: bool
 ) -> None:
-    async with FakeToolsOpenAI(reply=_answer) as up:
+    async with FakeOpenAI(reply=_answer) as up:
         gateway = await start_gateway(responses_config(state_dir, up))
-        up.tool_calls(FakeCall("get_weather", '{"city": "Paris"}', id="call_paris"))
+        up.tool_calls([FakeCall("call_paris", "get_weather", '{"city": "Paris"}')])
         asked: list[str] = []
 
         @function_tool

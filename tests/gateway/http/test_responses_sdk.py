@@ -5,18 +5,14 @@ retrieval, and what reached the upstream."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from moltbot.config.model import AgentConfig
 from tests.conftest import StartGateway
-from tests.fake_tools import FakeCall, FakeToolsOpenAI, arguments_of
-from tests.fake_upstreams import FakeOpenAI, FakeUsage, echo_last_user
+from tests.fake_upstreams import FakeCall, FakeOpenAI, FakeUsage
 from tests.gateway.http.helpers import agent_of, system_prompt, turns
-from tests.gateway.http.responses_helpers import PNG_URL, responses_config
+from tests.gateway.http.responses_helpers import PNG_URL, arguments_of, responses_config
 
 REPORTED = FakeUsage(input_tokens=11, output_tokens=7, cache_read_tokens=5)
 WEATHER_TOOL: dict[str, Any] = {
@@ -30,12 +26,6 @@ WEATHER_TOOL: dict[str, Any] = {
     },
     "strict": True,
 }
-
-
-@pytest.fixture
-async def tools_up() -> AsyncIterator[FakeToolsOpenAI]:
-    async with FakeToolsOpenAI(reply=echo_last_user) as fake:
-        yield fake
 
 
 async def test_text_in_text_out(
@@ -140,13 +130,11 @@ async def test_an_image_reaches_the_upstream(
 
 
 async def test_a_function_tool_round_trip(
-    start_gateway: StartGateway, state_dir: Path, tools_up: FakeToolsOpenAI
+    start_gateway: StartGateway, state_dir: Path, up: FakeOpenAI
 ) -> None:
-    gateway = await start_gateway(responses_config(state_dir, tools_up))
-    tools_up.tool_calls(
-        FakeCall("get_weather", '{"city": "Paris"}', id="call_w1"), text="Let me check."
-    )
-    tools_up.stream(["Sunny", " in", " Paris."])
+    gateway = await start_gateway(responses_config(state_dir, up))
+    up.tool_calls([FakeCall("call_w1", "get_weather", '{"city": "Paris"}')], text="Let me check.")
+    up.stream(["Sunny", " in", " Paris."])
     question = {"role": "user", "content": "Weather in Paris?"}
     async with gateway.openai() as client:
         first = await client.responses.create(
@@ -168,7 +156,7 @@ async def test_a_function_tool_round_trip(
             model="moltbot", input=[question, *echoed, result], tools=[WEATHER_TOOL]
         )
     assert second.output_text == "Sunny in Paris."
-    sent_tools = tools_up.requests[0].json["tools"]
+    sent_tools = up.requests[0].json["tools"]
     assert sent_tools == [
         {
             "type": "function",
@@ -179,7 +167,7 @@ async def test_a_function_tool_round_trip(
             },
         }
     ]
-    follow_up = tools_up.requests[1].messages[1:]  # after the system prompt
+    follow_up = up.requests[1].messages[1:]  # after the system prompt
     assert follow_up == [
         {"role": "user", "content": "Weather in Paris?"},
         {
@@ -198,14 +186,16 @@ async def test_a_function_tool_round_trip(
 
 
 async def test_streamed_tool_calls_then_previous_response_id_with_outputs_only(
-    start_gateway: StartGateway, state_dir: Path, tools_up: FakeToolsOpenAI
+    start_gateway: StartGateway, state_dir: Path, up: FakeOpenAI
 ) -> None:
-    gateway = await start_gateway(responses_config(state_dir, tools_up))
-    tools_up.tool_calls(
-        FakeCall("get_weather", '{"city": "Oslo"}', id="c1"),
-        FakeCall("get_weather", '{"city": "Rome"}', id="c2"),
+    gateway = await start_gateway(responses_config(state_dir, up))
+    up.tool_calls(
+        [
+            FakeCall("c1", "get_weather", '{"city": "Oslo"}'),
+            FakeCall("c2", "get_weather", '{"city": "Rome"}'),
+        ]
     )
-    tools_up.stream(["Cold", " and", " warm."])
+    up.stream(["Cold", " and", " warm."])
     async with gateway.openai() as client:
         async with client.responses.stream(
             model="moltbot", input="Oslo and Rome?", tools=[WEATHER_TOOL]
@@ -228,9 +218,9 @@ async def test_streamed_tool_calls_then_previous_response_id_with_outputs_only(
     assert "".join(e.delta for e in argument_deltas if e.output_index == 0) == '{"city": "Oslo"}'
     assert second.output_text == "Cold and warm."
     assert second.previous_response_id == first.id
-    sent = tools_up.requests[1].messages[1:]
+    sent = up.requests[1].messages[1:]
     assert sent[0] == {"role": "user", "content": "Oslo and Rome?"}
-    assert arguments_of(tools_up.requests[1]) == [{"city": "Oslo"}, {"city": "Rome"}]
+    assert arguments_of(up.requests[1]) == [{"city": "Oslo"}, {"city": "Rome"}]
     assert sent[2:] == [
         {"role": "tool", "tool_call_id": "c1", "content": "-3C"},
         {"role": "tool", "tool_call_id": "c2", "content": "24C"},

@@ -19,8 +19,7 @@ from moltbot.gateway.http.responses_output import ResponseBuilder
 from moltbot.gateway.http.sse import KEEPALIVE_KEY, STALL_KEY
 from moltbot.gateway.server import build_app, make_runner
 from tests.conftest import TOKEN, Gateway, ServeApp, StartGateway
-from tests.fake_tools import FakeCall, FakeToolsOpenAI
-from tests.fake_upstreams import FakeOpenAI, FakeUsage
+from tests.fake_upstreams import FakeCall, FakeOpenAI, FakeUsage
 from tests.gateway.http.helpers import WAIT, next_event, request
 from tests.gateway.http.responses_helpers import (
     RESPONSES_PATH,
@@ -105,17 +104,16 @@ async def test_a_text_stream_exactly(
 
 
 async def test_text_then_tool_calls_on_the_wire(
-    start_gateway: StartGateway, state_dir: Path
+    start_gateway: StartGateway, state_dir: Path, up: FakeOpenAI
 ) -> None:
-    async with FakeToolsOpenAI() as up:
-        gateway = await start_gateway(responses_config(state_dir, up))
-        up.tool_calls(
-            FakeCall("lookup", '{"q": "alpha"}', id="call_a"),
-            FakeCall("lookup", '{"q": "beta"}', id="call_b"),
-            text="Looking up.",
-        )
-        body = {"input": "find", "stream": True, "tools": [TOOL]}
-        events = named_events((await post_responses(gateway, body)).body)
+    gateway = await start_gateway(responses_config(state_dir, up))
+    calls = [
+        FakeCall("call_a", "lookup", '{"q": "alpha"}'),
+        FakeCall("call_b", "lookup", '{"q": "beta"}'),
+    ]
+    up.tool_calls(calls, text="Looking up.", fragment_chars=5)  # 3 fragments each
+    body = {"input": "find", "stream": True, "tools": [TOOL]}
+    events = named_events((await post_responses(gateway, body)).body)
     types = event_types(events)
     message_events = types[2 : types.index("response.output_item.done") + 1]
     assert message_events[:2] == ["response.output_item.added", "response.content_part.added"]
