@@ -28,6 +28,7 @@ from moltbot.agents.runtime import HISTORY_MESSAGES, AgentRuntime, InvalidTurn, 
 from moltbot.agents.sessions import ResponseRecord, SessionStoreError, StoredResponse
 from moltbot.gateway.access_log import tags
 from moltbot.gateway.errors import GatewayError, InvalidRequest, NotFound
+from moltbot.gateway.http.image_fetch import fetch_images
 from moltbot.gateway.http.responses_output import Failure, ResponseBuilder, failure_code
 from moltbot.gateway.http.responses_protocol import ResponsesRequest, parse_responses_request
 from moltbot.gateway.http.routing import (
@@ -40,7 +41,7 @@ from moltbot.gateway.http.routing import (
     run_failure,
 )
 from moltbot.gateway.http.sse import KEEPALIVE_KEY, KEEPALIVE_SECONDS, STALL_KEY, EventStream
-from moltbot.gateway.state import AUTH_KEY, RUNTIME_KEY
+from moltbot.gateway.state import AUTH_KEY, CONFIG_KEY, RUNTIME_KEY
 from moltbot.logs import get_logger
 
 log = get_logger("moltbot.http")
@@ -64,10 +65,14 @@ class _Session:
 
 async def create_response(request: web.Request) -> web.StreamResponse:
     request.app[AUTH_KEY].check_request(request)
-    parsed = parse_responses_request(await read_json(request))
+    images = request.app[CONFIG_KEY].gateway.http.images
+    parsed = parse_responses_request(await read_json(request), fetch_image_urls=images.allow_url)
     runtime = request.app[RUNTIME_KEY]
     agent_id = resolve_agent(request, parsed.model, runtime.agents)
     session = await _session(request, parsed, agent_id, runtime)
+    if parsed.image_urls:  # after routing: a request that is refused fetches nothing
+        fetched = await fetch_images(parsed.image_urls, images, parsed.image_bytes)
+        parsed = parsed.with_images(fetched)
     context, turn_input = parsed.split(append=session.append)
     turn = TurnRequest(
         input=turn_input,

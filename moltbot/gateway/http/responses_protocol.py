@@ -36,8 +36,10 @@ from moltbot.gateway.http.messages import (
     EMPTY_PARAMETERS,
     MAX_MESSAGES,
     MAX_TOOLS,
+    PENDING_IMAGE,
     TOOL_NAME,
     Budget,
+    ImageUrl,
     image_part,
 )
 from moltbot.providers.base import SamplingParams
@@ -76,6 +78,21 @@ class ResponsesRequest:
     metadata: dict[str, str] = field(default_factory=dict)
     truncation: str = "disabled"
     prior_results: tuple[PriorResult, ...] = ()
+    image_urls: tuple[ImageUrl, ...] = ()  # to fetch; each stands for one PENDING_IMAGE
+    image_bytes: int = 0  # of the inline images
+
+    def with_images(self, images: list[ImagePart]) -> ResponsesRequest:
+        """The request with each PENDING_IMAGE replaced by the next of `images`, in order."""
+        remaining = iter(images)
+        conversation = tuple(
+            replace(
+                m, content=tuple(next(remaining) if p == PENDING_IMAGE else p for p in m.content)
+            )
+            if PENDING_IMAGE in m.content
+            else m
+            for m in self.conversation
+        )
+        return replace(self, conversation=conversation, image_urls=())
 
     def check_prior_results(self, open_calls: frozenset[str]) -> None:
         """Outputs for calls outside this request must answer calls the previous response
@@ -107,23 +124,25 @@ class ResponsesRequest:
         return messages[:start], messages[start:]
 
 
-def parse_responses_request(body: Any) -> ResponsesRequest:
+def parse_responses_request(body: Any, *, fetch_image_urls: bool = False) -> ResponsesRequest:
+    """`fetch_image_urls`: http(s) image URLs become PENDING_IMAGE parts to fetch (listed in
+    `image_urls`); when off they are refused."""
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
     for name, value in body.items():
         _check_field(name, value)
-    budget = Budget()
+    read = _Conversation(Budget(), fetch_image_urls)
     instructions = _optional(body, "instructions", str)
     if instructions:
-        budget.text(instructions, "instructions")
-    system, conversation, prior = _parse_input(body.get("input"), budget)
+        read.budget.text(instructions, "instructions")
+    _parse_input(body.get("input"), read)
     tools = _parse_tools(body)
     stream = _optional(body, "stream", bool)
     store = _optional(body, "store", bool)
     return ResponsesRequest(
         model=_optional(body, "model", str) or "moltbot",
-        conversation=conversation,
-        system="\n\n".join(t for t in (instructions, *system) if t and t.strip()) or None,
+        conversation=tuple(read.messages),
+        system="\n\n".join(t for t in (instructions, *read.system) if t and t.strip()) or None,
         instructions=instructions,
         tools=tools,
         sampling=SamplingParams(
@@ -137,7 +156,9 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
         previous_response_id=_previous_id(body),
         metadata=_metadata(body.get("metadata")),
         truncation=_optional(body, "truncation", str) or "disabled",
-        prior_results=prior,
+        prior_results=tuple(read.prior),
+        image_urls=tuple(read.urls),
+        image_bytes=read.budget.image_bytes,
     )
 
 
@@ -312,8 +333,10 @@ def _metadata(value: Any) -> dict[str, str]:
 class _Conversation:
     """The messages the input items make, as they are read."""
 
-    def __init__(self, budget: Budget) -> None:
+    def __init__(self, budget: Budget, fetch_urls: bool) -> None:
         self.budget = budget
+        self.fetch_urls = fetch_urls
+        self.urls: list[ImageUrl] = []  # in the order of their PENDING_IMAGE parts
         self.system: list[str] = []
         self.messages: list[Message] = []
         self.prior: list[PriorResult] = []
@@ -359,18 +382,17 @@ class _Conversation:
         return None
 
 
-def _parse_input(
-    value: Any, budget: Budget
-) -> tuple[list[str], tuple[Message, ...], tuple[PriorResult, ...]]:
+def _parse_input(value: Any, conversation: _Conversation) -> None:
     if value is None:
         raise InvalidRequest("input is required: a string or an array of items", param="input")
     if isinstance(value, str):
-        return [], (Message("user", (TextPart(budget.text(value, "input")),)),), ()
+        text = conversation.budget.text(value, "input")
+        conversation.messages.append(Message("user", (TextPart(text),)))
+        return
     if not isinstance(value, list):
         raise InvalidRequest("input must be a string or an array of items", param="input")
     if len(value) > MAX_MESSAGES:
         raise InvalidRequest(f"at most {MAX_MESSAGES} input items per request", param="input")
-    conversation = _Conversation(budget)
     for index, item in enumerate(value):
         _read_item(item, f"input[{index}]", conversation)
     messages = conversation.messages
@@ -378,7 +400,6 @@ def _parse_input(
         raise InvalidRequest(
             "input must end with a user message or function_call_output items", param="input"
         )
-    return conversation.system, tuple(messages), tuple(conversation.prior)
 
 
 def _read_item(item: Any, param: str, conversation: _Conversation) -> None:
@@ -415,7 +436,7 @@ def _read_message(item: dict[str, Any], param: str, conversation: _Conversation)
         if text:
             conversation.system.append(text)
     elif role == "user":
-        parts = _user_parts(content, f"{param}.content", budget)
+        parts = _user_parts(content, f"{param}.content", conversation)
         conversation.messages.append(Message("user", parts))
     elif role == "assistant":
         text = "\n".join(_text_parts(content, f"{param}.content", budget, ("refusal",)))
@@ -449,7 +470,8 @@ def _part_text(part: dict[str, Any], param: str, budget: Budget) -> str:
     return budget.text(part[key], param)
 
 
-def _user_parts(content: Any, param: str, budget: Budget) -> tuple[Part, ...]:
+def _user_parts(content: Any, param: str, conversation: _Conversation) -> tuple[Part, ...]:
+    budget = conversation.budget
     if isinstance(content, str):
         return (TextPart(budget.text(content, param)),) if content else ()
     if not isinstance(content, list):
@@ -459,7 +481,7 @@ def _user_parts(content: Any, param: str, budget: Budget) -> tuple[Part, ...]:
         where = f"{param}[{index}]"
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "input_image":
-            parts.append(_image(part, where, budget))
+            parts.append(_image(part, where, conversation))
         elif kind in TEXT_TYPES:
             parts.append(TextPart(_part_text(part, where, budget)))
         else:
@@ -468,18 +490,22 @@ def _user_parts(content: Any, param: str, budget: Budget) -> tuple[Part, ...]:
     return tuple(parts)
 
 
-def _image(part: dict[str, Any], param: str, budget: Budget) -> ImagePart:
+def _image(part: dict[str, Any], param: str, conversation: _Conversation) -> ImagePart:
+    """An inline image, or a PENDING_IMAGE for a URL to fetch (as chat completions does)."""
     if part.get("file_id") is not None:
         raise InvalidRequest(
             "file ids are not supported (there is no files API); send the image as a data: URL",
             param=f"{param}.file_id",
         )
-    image, url = image_part(part, param, budget)
+    image, url = image_part(part, param, conversation.budget)
     if url is not None:
-        raise InvalidRequest(
-            "image URLs are not fetched by this gateway; send the image inline as a data: URL",
-            param=url.param,
-        )
+        if not conversation.fetch_urls:
+            raise InvalidRequest(
+                "image URLs are not fetched by this gateway (gateway.http.images.allowUrl is "
+                "off); send the image inline as a data: URL",
+                param=url.param,
+            )
+        conversation.urls.append(url)
     return image
 
 

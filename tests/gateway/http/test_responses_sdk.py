@@ -5,14 +5,24 @@ retrieval, and what reached the upstream."""
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from moltbot.config.model import AgentConfig
+import pytest
+from aiohttp import web
+
+from moltbot.config.model import AgentConfig, ImagesConfig
 from tests.conftest import StartGateway
 from tests.fake_upstreams import FakeCall, FakeOpenAI, FakeUsage
-from tests.gateway.http.helpers import agent_of, system_prompt, turns
-from tests.gateway.http.responses_helpers import PNG_URL, arguments_of, responses_config
+from tests.gateway.http.helpers import agent_of, system_prompt, turns, with_http
+from tests.gateway.http.responses_helpers import (
+    PNG,
+    PNG_URL,
+    arguments_of,
+    post_responses,
+    responses_config,
+)
 
 REPORTED = FakeUsage(input_tokens=11, output_tokens=7, cache_read_tokens=5)
 WEATHER_TOOL: dict[str, Any] = {
@@ -365,3 +375,52 @@ async def test_store_false_keeps_nothing(
     assert total == 1 and sessions[0].key.startswith("agent:main:openresponses:")
     assert await gateway.runtime.store.get_response(response.id) is None
     assert await gateway.runtime.store.get_response(kept.id) is not None
+
+
+@pytest.fixture
+async def image_server() -> AsyncIterator[str]:
+    """A loopback HTTP server with /dot.png and /page (HTML); yields its base URL."""
+    app = web.Application()
+
+    async def dot(request: web.Request) -> web.Response:
+        return web.Response(body=PNG, content_type="image/png")
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="<html></html>", content_type="text/html")
+
+    app.router.add_get("/dot.png", dot)
+    app.router.add_get("/page", page)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await runner.cleanup()
+
+
+async def test_image_urls_are_fetched_when_the_config_allows(
+    start_gateway: StartGateway, state_dir: Path, up: FakeOpenAI, image_server: str
+) -> None:
+    images = ImagesConfig(allow_url=True, allowed_hosts=("127.0.0.1",))
+    gateway = await start_gateway(
+        with_http(responses_config(state_dir, up, images=True), images=images)
+    )
+    url = f"{image_server}/dot.png"
+    async with gateway.openai() as client:
+        response = await client.responses.create(
+            model="moltbot",
+            input=[{"role": "user", "content": [{"type": "input_image", "image_url": url}]}],
+        )
+    assert response.status == "completed"
+    [part] = up.requests[0].messages[-1]["content"]
+    assert part == {"type": "image_url", "image_url": {"url": PNG_URL}}
+    # Not an image: refused before any model call, naming the part.
+    elsewhere = f"{image_server}/page"
+    reply = await post_responses(
+        gateway,
+        {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": elsewhere}]}]},
+    )
+    assert reply.status == 400
+    assert reply.error["param"] == "input[0].content[0].image_url"
+    assert reply.error["code"] == "image_fetch_failed"
+    assert len(up.requests) == 1
