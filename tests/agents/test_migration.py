@@ -36,7 +36,7 @@ async def test_a_v1_file_migrates_and_keeps_its_history(v1_copy: Path) -> None:
     assert schema_version(v1_copy) == 1
     store = await SessionStore.open(v1_copy)
     try:
-        assert schema_version(v1_copy) == SCHEMA_VERSION == 2
+        assert schema_version(v1_copy) == SCHEMA_VERSION == 3
         # Every message is still there, in order, with its turn's status and metadata.
         messages = await store.messages(MAIN)
         assert [(m.role, m.content, m.status) for m in messages] == [
