@@ -28,14 +28,14 @@ from moltbot.agents.runtime import HISTORY_MESSAGES, AgentRuntime, InvalidTurn, 
 from moltbot.agents.sessions import ResponseRecord, SessionStoreError, StoredResponse
 from moltbot.gateway.access_log import tags
 from moltbot.gateway.errors import GatewayError, InvalidRequest, NotFound
+from moltbot.gateway.http.body import read_json
 from moltbot.gateway.http.image_fetch import fetch_images
+from moltbot.gateway.http.limits import SESSION_KEY_HEADER, check_identity_fields
 from moltbot.gateway.http.responses_output import Failure, ResponseBuilder, failure_code
 from moltbot.gateway.http.responses_protocol import ResponsesRequest, parse_responses_request
 from moltbot.gateway.http.routing import (
     MODEL_HEADER,
-    SESSION_HEADER,
     model_override,
-    read_json,
     resolve_agent,
     resolve_session,
     run_failure,
@@ -67,6 +67,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     request.app[AUTH_KEY].check_request(request)
     images = request.app[CONFIG_KEY].gateway.http.images
     parsed = parse_responses_request(await read_json(request), fetch_image_urls=images.allow_url)
+    check_identity_fields(parsed.user, request.headers.get(SESSION_KEY_HEADER))
     runtime = request.app[RUNTIME_KEY]
     agent_id = resolve_agent(request, parsed.model, runtime.agents)
     session = await _session(request, parsed, agent_id, runtime)
@@ -139,12 +140,12 @@ async def _session(
         )
         return _Session(key, ephemeral=fresh and not parsed.store, append=fresh)
     previous = await _previous(runtime, parsed.previous_response_id)
-    if (request.headers.get(SESSION_HEADER) or "").strip() or parsed.user:
+    if (request.headers.get(SESSION_KEY_HEADER) or "").strip() or parsed.user:
         named, _ = resolve_session(request, agent_id, parsed.user, runtime.agents)
         if named != previous.session_key:
             raise InvalidRequest(
                 f"previous_response_id '{previous.id}' belongs to another session than the "
-                f"{SESSION_HEADER} or user of this request",
+                f"{SESSION_KEY_HEADER} or user of this request",
                 param="previous_response_id",
             )
     history = await runtime.store.prompt_history(previous.session_key, HISTORY_MESSAGES)
@@ -184,8 +185,8 @@ def _refused_param(request: web.Request, parsed: ResponsesRequest, exc: InvalidT
     if exc.code == "model_not_allowed":
         return MODEL_HEADER
     # Else the session's agent is unknown or does not match the model's.
-    if SESSION_HEADER in request.headers:
-        return SESSION_HEADER
+    if SESSION_KEY_HEADER in request.headers:
+        return SESSION_KEY_HEADER
     return "previous_response_id" if parsed.previous_response_id else "model"
 
 
