@@ -16,7 +16,7 @@ Nothing here knows about aiohttp or the runtime.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -51,7 +51,6 @@ MAX_METADATA_VALUE_CHARS = 512
 MAX_INCLUDE = 32
 MAX_ID_CHARS = 256  # previous_response_id, call ids
 TEXT_TYPES = ("input_text", "output_text")
-ITEM_TYPES = ("message", "function_call", "function_call_output")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,14 +83,7 @@ class ResponsesRequest:
     def with_images(self, images: list[ImagePart]) -> ResponsesRequest:
         """The request with each PENDING_IMAGE replaced by the next of `images`, in order."""
         remaining = iter(images)
-        conversation = tuple(
-            replace(
-                m, content=tuple(next(remaining) if p == PENDING_IMAGE else p for p in m.content)
-            )
-            if PENDING_IMAGE in m.content
-            else m
-            for m in self.conversation
-        )
+        conversation = tuple(_filled(m, remaining) for m in self.conversation)
         return replace(self, conversation=conversation, image_urls=())
 
     def check_prior_results(self, open_calls: frozenset[str]) -> None:
@@ -122,6 +114,14 @@ class ResponsesRequest:
         while start > 0 and messages[start].role == "tool":
             start -= 1  # stops at the assistant message with the calls
         return messages[:start], messages[start:]
+
+
+def _filled(message: Message, images: Iterator[ImagePart]) -> Message:
+    if PENDING_IMAGE not in message.content:
+        return message
+    return replace(
+        message, content=tuple(next(images) if p == PENDING_IMAGE else p for p in message.content)
+    )
 
 
 def parse_responses_request(body: Any, *, fetch_image_urls: bool = False) -> ResponsesRequest:
