@@ -64,6 +64,21 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class ControlUiConfig:
+    """The web chat page. `base_path` is "" (the page at "/") or a normalised path such as "/ui"
+    (the page at "/ui/")."""
+
+    enabled: bool = True
+    base_path: str = ""
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    # True: GET /metrics needs no token (for a scraper on a private network).
+    public: bool = False
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     port: int = DEFAULT_PORT
     # "loopback" (127.0.0.1), "lan" (0.0.0.0) or an explicit IP address.
@@ -71,6 +86,11 @@ class GatewayConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
     trusted_proxies: tuple[str, ...] = ()
     http: HttpConfig = field(default_factory=HttpConfig)
+    control_ui: ControlUiConfig = field(default_factory=ControlUiConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    # After SIGTERM: this long still serving with /readyz at 503, so load balancers move away
+    # before the port closes; then in-flight work gets shutdown_grace_seconds.
+    shutdown_delay_seconds: float = 0.0
     shutdown_grace_seconds: float = 10.0
 
     @property

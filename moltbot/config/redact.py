@@ -62,6 +62,12 @@ def _gateway(gateway: GatewayConfig) -> dict[str, object]:
                 "timeoutSeconds": gateway.http.images.timeout_seconds,
             },
         },
+        "controlUi": {
+            "enabled": gateway.control_ui.enabled,
+            "basePath": gateway.control_ui.base_path,
+        },
+        "metrics": {"public": gateway.metrics.public},
+        "shutdownDelaySeconds": gateway.shutdown_delay_seconds,
         "shutdownGraceSeconds": gateway.shutdown_grace_seconds,
     }
 

@@ -7,6 +7,7 @@ in maps whose keys are names (providers, headers, env).
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +26,12 @@ from moltbot.config.errors import ConfigError
 from moltbot.config.model import (
     AuthConfig,
     Config,
+    ControlUiConfig,
     GatewayConfig,
     HttpConfig,
     ImagesConfig,
     LoggingConfig,
+    MetricsConfig,
     RateLimitConfig,
     SessionConfig,
 )
@@ -37,7 +40,18 @@ from moltbot.config.wording import describe, quote
 from moltbot.net.policy import FetchPolicy
 
 TOP_KEYS = ("gateway", "models", "agents", "session", "logging", "env", "meta")
-GATEWAY_KEYS = ("mode", "port", "bind", "auth", "trustedProxies", "http", "shutdownGraceSeconds")
+GATEWAY_KEYS = (
+    "mode",
+    "port",
+    "bind",
+    "auth",
+    "trustedProxies",
+    "http",
+    "controlUi",
+    "metrics",
+    "shutdownDelaySeconds",
+    "shutdownGraceSeconds",
+)
 # Keys people put directly under `gateway` that belong one level down.
 GATEWAY_MOVED = {"token": "gateway.auth.token", "password": "gateway.auth.password"}
 AUTH_KEYS = ("mode", "token", "password", "rateLimit")
@@ -46,6 +60,11 @@ BIND_NAMES = ("loopback", "lan")
 UNSUPPORTED_BINDS = ("tailnet", "auto", "custom")
 LOG_LEVELS = ("silent", "fatal", "error", "warn", "info", "debug", "trace")
 LOG_FORMATS = ("auto", "pretty", "json")
+# A UI base path: segments of URL-safe characters, no dot segments, nothing to escape.
+_BASE_PATH = re.compile(r"(/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)+")
+BASE_PATH_MAX_CHARS = 200
+# Paths the gateway serves itself: the page cannot live at or under them.
+RESERVED_PATHS = ("/v1", "/ws", "/healthz", "/readyz", "/metrics")
 
 
 @dataclass(frozen=True)
@@ -142,6 +161,9 @@ def _gateway_section(node: Node) -> GatewayConfig:
             auth=node.section("auth", _auth_section),
             trusted_proxies=node.get("trustedProxies", _as_ip_list),
             http=node.section("http", _http_section),
+            control_ui=node.section("controlUi", _control_ui_section),
+            metrics=node.section("metrics", _metrics_section),
+            shutdown_delay_seconds=node.get("shutdownDelaySeconds", as_number),
             shutdown_grace_seconds=node.get("shutdownGraceSeconds", as_number),
         )
     )
@@ -227,6 +249,44 @@ def _endpoints_section(node: Node) -> dict[str, bool | None]:
 def _enabled_flag(node: Node) -> bool | None:
     node.check_keys(("enabled",))
     return node.boolean("enabled")
+
+
+def _control_ui_section(node: Node) -> ControlUiConfig:
+    node.check_keys(("enabled", "basePath"))
+    return ControlUiConfig(
+        **given(enabled=node.boolean("enabled"), base_path=node.get("basePath", _as_base_path))
+    )
+
+
+def _metrics_section(node: Node) -> MetricsConfig:
+    node.check_keys(("public",))
+    return MetricsConfig(**given(public=node.boolean("public")))
+
+
+def _as_base_path(value: object, path: str, ctx: Context) -> str | None:
+    """ "" or "/" is the root; "/ui" and "/ui/" both mean "/ui"."""
+    if not isinstance(value, str):
+        ctx.mismatch(path, 'a path such as "/ui"', value)
+        return None
+    text = value.rstrip("/") if value != "/" else ""
+    problem = base_path_error(text)
+    if problem is not None:
+        ctx.problem(path, f"{problem}, got {quote(value)}")
+        return None
+    return text
+
+
+def base_path_error(text: str) -> str | None:
+    if text == "":
+        return None
+    if len(text) > BASE_PATH_MAX_CHARS or not _BASE_PATH.fullmatch(text):
+        return (
+            'expected a path such as "/ui": letters, digits, "-", "_", "." and "~" between '
+            "slashes, no dot segments"
+        )
+    if any(text == p or text.startswith(p + "/") for p in RESERVED_PATHS):
+        return f"expected a path outside the gateway's own ({', '.join(RESERVED_PATHS)})"
+    return None
 
 
 def _session_section(node: Node) -> SessionConfig:

@@ -219,6 +219,80 @@ def test_shutdown_grace_accepts_floats_and_zero(tmp_path: Path) -> None:
     )
 
 
+def test_shutdown_delay_defaults_to_zero_and_must_be_non_negative(tmp_path: Path) -> None:
+    assert load(tmp_path, "{}").config.gateway.shutdown_delay_seconds == 0
+    assert (
+        load(
+            tmp_path, "{gateway: {shutdownDelaySeconds: 1.5}}"
+        ).config.gateway.shutdown_delay_seconds
+        == 1.5
+    )
+    error = load_error(tmp_path, "{gateway: {shutdownDelaySeconds: -1}}")
+    assert (
+        problem_at(error, "gateway.shutdownDelaySeconds")
+        == "expected a number >= 0, got integer -1"
+    )
+
+
+def test_control_ui_defaults_to_on_at_the_root(tmp_path: Path) -> None:
+    ui = load(tmp_path, "{}").config.gateway.control_ui
+    assert (ui.enabled, ui.base_path) == (True, "")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('""', ""),
+        ('"/"', ""),
+        ('"/ui"', "/ui"),
+        ('"/ui/"', "/ui"),
+        ('"/team-a/chat.v2"', "/team-a/chat.v2"),
+    ],
+)
+def test_control_ui_base_path_is_normalised(tmp_path: Path, value: str, expected: str) -> None:
+    text = f"{{gateway: {{controlUi: {{enabled: false, basePath: {value}}}}}}}"
+    ui = load(tmp_path, text).config.gateway.control_ui
+    assert (ui.enabled, ui.base_path) == (False, expected)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ('"ui"', 'expected a path such as "/ui"'),
+        ('"/a/../b"', 'expected a path such as "/ui"'),
+        ('"/a//b"', 'expected a path such as "/ui"'),
+        ('"/ui?x=1"', 'expected a path such as "/ui"'),
+        ('"/ü"', 'expected a path such as "/ui"'),
+        ('"/v1"', "expected a path outside the gateway's own"),
+        ('"/metrics/ui"', "expected a path outside the gateway's own"),
+        ('"/ws"', "expected a path outside the gateway's own"),
+        ("5", 'expected a path such as "/ui", got integer 5'),
+    ],
+)
+def test_bad_control_ui_base_paths(tmp_path: Path, value: str, message: str) -> None:
+    error = load_error(tmp_path, f"{{gateway: {{controlUi: {{basePath: {value}}}}}}}")
+    assert problem_at(error, "gateway.controlUi.basePath").startswith(message)
+
+
+def test_control_ui_and_metrics_are_strict(tmp_path: Path) -> None:
+    text = (
+        '{gateway: {controlUi: {enabled: "yes", allowInsecureAuth: true}, '
+        'metrics: {public: 1, path: "/m"}}}'
+    )
+    error = load_error(tmp_path, text)
+    assert (
+        problem_at(error, "gateway.controlUi.enabled") == 'expected true or false, got string "yes"'
+    )
+    assert problem_at(error, "gateway.controlUi.allowInsecureAuth").startswith("unknown key")
+    assert problem_at(error, "gateway.metrics.public") == "expected true or false, got integer 1"
+    assert problem_at(error, "gateway.metrics.path").startswith("unknown key")
+
+
+def test_metrics_are_protected_unless_public(tmp_path: Path) -> None:
+    assert load(tmp_path, "{}").config.gateway.metrics.public is False
+    assert load(tmp_path, "{gateway: {metrics: {public: true}}}").config.gateway.metrics.public
+
+
 # --- models --------------------------------------------------------------------------------
 
 GOOD = {"baseUrl": "https://api.example.com/v1", "api": "openai-completions"}
