@@ -22,6 +22,7 @@ from moltbot.gateway.http.openai import chat_completions
 from moltbot.gateway.http.responses import create_response, get_response
 from moltbot.gateway.state import AUTH_KEY, CONFIG_KEY, RUNTIME_KEY, STARTED_AT_KEY
 from moltbot.gateway.systemd import notify
+from moltbot.gateway.ui import ControlUi
 from moltbot.gateway.ws import WsOptions, setup_ws
 from moltbot.logs import get_logger
 from moltbot.permissions import check_state_files
@@ -78,7 +79,10 @@ def build_app(
     app.on_shutdown.append(_begin_stop)
     app[STARTED_AT_KEY] = time.time()
     app.router.add_get("/healthz", healthz)
-    setup_ws(app, ws_options)
+    ui = ControlUi(config.gateway.control_ui) if config.gateway.control_ui.enabled else None
+    setup_ws(app, ws_options, root_page=ui.page if ui is not None and ui.at_root else None)
+    if ui is not None:
+        ui.add_routes(app)
     add_openai_routes(app, config)
     return app
 

@@ -13,10 +13,12 @@ outgoing queue), `endpoint` (the handler), `admission` (the cap on pending hands
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 
 from moltbot.gateway.state import CONFIG_KEY, RUNTIME_KEY, STARTED_AT_KEY
-from moltbot.gateway.ws.endpoint import websocket
+from moltbot.gateway.ws.endpoint import upgrade_or, websocket
 from moltbot.gateway.ws.hub import HUB_KEY, Hub
 from moltbot.gateway.ws.options import WsOptions
 
@@ -25,13 +27,20 @@ __all__ = ["HUB_KEY", "Hub", "WsOptions", "setup_ws"]
 WS_PATHS = ("/", "/ws")
 
 
-def setup_ws(app: web.Application, options: WsOptions | None = None) -> None:
+def setup_ws(
+    app: web.Application,
+    options: WsOptions | None = None,
+    *,
+    root_page: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None,
+) -> None:
     """Register the WS routes and the hub's lifecycle. Call after the runtime's cleanup_ctx
-    is registered: the hub starts after the runtime and stops after it has closed."""
+    is registered: the hub starts after the runtime and stops after it has closed.
+    `root_page`: what a plain GET on `/` gets instead of 426 (the web chat page)."""
     hub = Hub(app[CONFIG_KEY], options or WsOptions(), app[STARTED_AT_KEY])
     app[HUB_KEY] = hub
     for path in WS_PATHS:
-        app.router.add_get(path, websocket)
+        handler = upgrade_or(root_page) if path == "/" and root_page else websocket
+        app.router.add_get(path, handler)
 
     async def start(app: web.Application) -> None:
         hub.start(app[RUNTIME_KEY])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 
 from aiohttp import WSMsgType, web
 
@@ -46,6 +47,20 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     finally:
         slot.release()
     return ws
+
+
+def upgrade_or(
+    page: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """One path for both: requests that ask for a WebSocket get the control plane (a broken
+    upgrade still gets its 426 there), every other GET gets `page`."""
+
+    async def dispatch(request: web.Request) -> web.StreamResponse:
+        if "websocket" in request.headers.get("Upgrade", "").lower():
+            return await websocket(request)
+        return await page(request)
+
+    return dispatch
 
 
 def _socket(options: WsOptions) -> web.WebSocketResponse:

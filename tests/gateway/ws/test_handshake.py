@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from aiohttp import web
 
-from moltbot.config.model import RateLimitConfig
+from moltbot.config.model import ControlUiConfig, RateLimitConfig
 from moltbot.gateway.auth import Authenticator
 from moltbot.gateway.state import AUTH_KEY, CONFIG_KEY
 from moltbot.gateway.ws import HUB_KEY, WsOptions
@@ -195,9 +195,16 @@ async def test_scopes_limit_what_a_client_may_call(state_dir, start_ws, open_pro
     assert res["error"]["message"] == "missing scope: operator.admin"
 
 
-async def test_plain_get_without_upgrade_answers_426(state_dir, start_ws, http):
-    gateway = await start_ws(make_config(state_dir))
-    async with http.get(gateway.url + "/") as response:
+@pytest.mark.parametrize(
+    ("path", "ui"),
+    [("/ws", True), ("/", False)],
+    ids=["ws-path", "root-without-the-web-page"],
+)
+async def test_plain_get_without_upgrade_answers_426(state_dir, start_ws, http, path, ui):
+    """`/` serves the web chat page to plain GETs unless it is disabled; `/ws` never does."""
+    config = make_config(state_dir, control_ui=ControlUiConfig(enabled=ui))
+    gateway = await start_ws(config)
+    async with http.get(gateway.url + path) as response:
         assert response.status == 426
         body = await response.json()
     assert body["error"]["type"] == "upgrade_required"
