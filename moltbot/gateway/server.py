@@ -20,6 +20,8 @@ from moltbot.gateway.errors import error_middleware
 from moltbot.gateway.http.models import get_model, list_models
 from moltbot.gateway.http.openai import chat_completions
 from moltbot.gateway.http.responses import create_response, get_response
+from moltbot.gateway.metrics import METRICS_KEY, Metrics, http_middleware, setup_metrics
+from moltbot.gateway.readiness import READINESS_KEY, setup_readiness
 from moltbot.gateway.state import AUTH_KEY, CONFIG_KEY, RUNTIME_KEY, STARTED_AT_KEY
 from moltbot.gateway.systemd import notify
 from moltbot.gateway.ui import ControlUi
@@ -69,13 +71,16 @@ def build_app(
     retry_policy: RetryPolicy | None = None,
     ws_options: WsOptions | None = None,
 ) -> web.Application:
+    metrics = Metrics()
     app = web.Application(
-        middlewares=[access_log_middleware, error_middleware],
+        middlewares=[http_middleware(metrics), access_log_middleware, error_middleware],
         client_max_size=config.gateway.http.max_body_bytes,
     )
     app[CONFIG_KEY] = config
+    app[METRICS_KEY] = metrics
     app[AUTH_KEY] = Authenticator(config.gateway.auth, config.gateway.trusted_proxies)
     app.cleanup_ctx.append(_runtime_context(retry_policy))
+    setup_readiness(app)  # first on_shutdown: not ready from the moment the stop begins
     app.on_shutdown.append(_begin_stop)
     app[STARTED_AT_KEY] = time.time()
     app.router.add_get("/healthz", healthz)
@@ -83,6 +88,7 @@ def build_app(
     setup_ws(app, ws_options, root_page=ui.page if ui is not None and ui.at_root else None)
     if ui is not None:
         ui.add_routes(app)
+    setup_metrics(app)
     add_openai_routes(app, config)
     return app
 
@@ -147,7 +153,8 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runner = make_runner(build_app(config), config)
+    app = build_app(config)
+    runner = make_runner(app, config)
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.gateway.host, config.gateway.port)
@@ -156,13 +163,23 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
         log.info("gateway listening", url=f"http://{_url_host(host)}:{port}", version=__version__)
         notify("READY=1")
         await stop.wait()
-        log.info("gateway stopping", grace_seconds=config.gateway.shutdown_grace_seconds)
         notify("STOPPING=1")
+        await _drain_delay(app, config.gateway.shutdown_delay_seconds)
+        log.info("gateway stopping", grace_seconds=config.gateway.shutdown_grace_seconds)
     finally:
         await runner.cleanup()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     log.info("gateway stopped")
+
+
+async def _drain_delay(app: web.Application, seconds: float) -> None:
+    """Not ready from now on, while still serving for `seconds`: load balancers polling
+    /readyz move new traffic elsewhere before the port closes."""
+    app[READINESS_KEY].begin_drain()
+    if seconds > 0:
+        log.info("gateway draining", delay_seconds=seconds)
+        await asyncio.sleep(seconds)
 
 
 def _url_host(host: str) -> str:

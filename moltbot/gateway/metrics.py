@@ -1,0 +1,381 @@
+"""Prometheus metrics for one gateway, and `GET /metrics`.
+
+Each app has its own `CollectorRegistry` under `METRICS_KEY` (tests run many gateways in one
+process). HTTP requests are counted by a middleware; runs are read off the runtime's event bus,
+and `read_event` is the one function that knows what those events look like; gauges that are
+cheaper to read than to track (open sockets, queued turns) are computed at scrape time.
+
+No label carries a session key, a user or a secret: labels are route patterns, methods, status
+codes, configured agent ids, model refs, provider names and error kinds, and every label that
+takes values from the running gateway is capped at `LABEL_VALUES_MAX` distinct values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple, TypeVar
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+
+from moltbot import __version__
+from moltbot.agents.events import AgentEvent
+from moltbot.agents.runtime import AgentRuntime
+from moltbot.agents.session_keys import agent_of_key
+from moltbot.gateway.state import AUTH_KEY, CONFIG_KEY, RUNTIME_KEY
+from moltbot.gateway.ws.hub import HUB_KEY
+
+T = TypeVar("T")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+# Distinct values a label fed by the running gateway may take; later ones count as "other".
+LABEL_VALUES_MAX = 100
+# Runs followed at once (they are bounded by agents.defaults.maxConcurrent anyway).
+MAX_TRACKED_RUNS = 10_000
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+MODEL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300, 600)
+STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED_ROUTE = "unmatched"  # 404s: the raw path is the client's to choose, never a label
+
+
+class BoundedLabel:
+    """A label value as given while fewer than `limit` distinct values have been seen."""
+
+    def __init__(self, limit: int = LABEL_VALUES_MAX) -> None:
+        self._seen: set[str] = set()
+        self._limit = limit
+
+    def __call__(self, value: str | None) -> str:
+        if value is None:
+            return "none"
+        if value not in self._seen:
+            if len(self._seen) >= self._limit:
+                return "other"
+            self._seen.add(value)
+        return value
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry()
+        Info("moltbot_build", "The gateway's version.", registry=registry).info(
+            {"version": __version__}
+        )
+        self.http_requests = Counter(
+            "moltbot_http_requests",
+            "HTTP requests by route pattern, method and status (499: the client left first).",
+            ("route", "method", "status"),
+            registry=registry,
+        )
+        self.http_seconds = Histogram(
+            "moltbot_http_request_duration_seconds",
+            "HTTP request duration by route pattern, to the end of the response body "
+            "(WebSocket upgrades are not timed).",
+            ("route",),
+            buckets=HTTP_BUCKETS,
+            registry=registry,
+        )
+        self.ws_connections = Gauge(
+            "moltbot_ws_connections",
+            "Open WebSocket connections past their handshake.",
+            registry=registry,
+        )
+        self.runs_active = Gauge(
+            "moltbot_runs_active", "Runs that hold a run slot now.", registry=registry
+        )
+        self.turns_queued = Gauge(
+            "moltbot_turns_queued", "Turns accepted and waiting for a run slot.", registry=registry
+        )
+        self.runs = Counter(
+            "moltbot_runs",
+            "Runs ended, by agent and status (ok, error, aborted).",
+            ("agent", "status"),
+            registry=registry,
+        )
+        self.run_seconds = Histogram(
+            "moltbot_run_duration_seconds",
+            "From a run getting its slot to its end.",
+            ("agent",),
+            buckets=MODEL_BUCKETS,
+            registry=registry,
+        )
+        self.first_token_seconds = Histogram(
+            "moltbot_time_to_first_token_seconds",
+            "From a run getting its slot to its first text.",
+            ("agent", "model"),
+            buckets=MODEL_BUCKETS,
+            registry=registry,
+        )
+        self.upstream_calls = Counter(
+            "moltbot_upstream_calls",
+            "Runs sent to a model provider (retries and fallbacks within a run count once), by "
+            "the provider that answered or, when none did, the first one tried.",
+            ("provider",),
+            registry=registry,
+        )
+        self.upstream_errors = Counter(
+            "moltbot_upstream_errors",
+            "Runs that ended in an error, by provider (none: no model was reached) and kind.",
+            ("provider", "kind"),
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "moltbot_tokens",
+            "Tokens the models reported, by agent, model ref and direction (in, out).",
+            ("agent", "model", "direction"),
+            registry=registry,
+        )
+        self.store_seconds = Histogram(
+            "moltbot_store_operation_duration_seconds",
+            "Session store calls timed by the gateway, by operation.",
+            ("operation",),
+            buckets=STORE_BUCKETS,
+            registry=registry,
+        )
+        self.store_errors = Counter(
+            "moltbot_store_errors",
+            "Session store calls timed by the gateway that failed or timed out, by operation.",
+            ("operation",),
+            registry=registry,
+        )
+        self.agent_label = BoundedLabel()
+        self.model_label = BoundedLabel()
+        self.provider_label = BoundedLabel()
+        self.kind_label = BoundedLabel()
+
+    async def timed_store_call(self, operation: str, call: Awaitable[T]) -> T:
+        """Await a session store call and record its latency (the hook for store metrics:
+        the readiness check uses it; a store wrapper can too)."""
+        started = time.perf_counter()
+        try:
+            return await call
+        except BaseException:
+            self.store_errors.labels(operation).inc()
+            raise
+        finally:
+            self.store_seconds.labels(operation).observe(time.perf_counter() - started)
+
+
+METRICS_KEY = web.AppKey("metrics", Metrics)
+
+
+# -- HTTP ---------------------------------------------------------------------------------------
+
+
+class HttpSeries:
+    """The counter and histogram children of each (route, method, status), looked up once:
+    a dict hit per request instead of two labels() calls (about 4 µs here). Bounded, since
+    routes are the registered ones, methods are clamped and statuses come from our code."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._requests = metrics.http_requests
+        self._seconds = metrics.http_seconds
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(self, request: web.Request, status: int, seconds: float) -> None:
+        route = route_label(request)
+        method = request.method if request.method in METHODS else "other"
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            counter = self._requests.labels(route, method, str(status))
+            children = (counter, self._seconds.labels(route))
+            self._children[key] = children
+        children[0].inc()
+        if status != 101:  # a WebSocket's "request" lasts as long as the socket
+            children[1].observe(seconds)
+
+
+def http_middleware(metrics: Metrics) -> Middleware:
+    """Counts and times every request."""
+    series = HttpSeries(metrics)
+
+    @web.middleware
+    async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        except (asyncio.CancelledError, ConnectionResetError):
+            status = 499
+            raise
+        finally:
+            series.observe(request, status, time.perf_counter() - started)
+
+    return metrics_middleware
+
+
+def route_label(request: web.Request) -> str:
+    """The pattern of the route that matched (`/v1/models/{model_id}`), never the raw path."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else UNMATCHED_ROUTE
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    """Prometheus text format; the gateway token is needed unless `gateway.metrics.public`."""
+    app = request.app
+    if not app[CONFIG_KEY].gateway.metrics.public:
+        app[AUTH_KEY].check_request(request)
+    body = generate_latest(app[METRICS_KEY].registry)
+    return web.Response(
+        body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"}
+    )
+
+
+# -- runs, from the runtime's event bus ---------------------------------------------------------
+
+
+class Seen(NamedTuple):
+    """What metrics need from one runtime event (a tuple: one is made per text delta)."""
+
+    what: Literal["start", "text", "usage", "end"]
+    run_id: str
+    session_key: str
+    status: str | None = None  # end: "ok", "error" or "aborted"
+    error_kind: str | None = None
+    model: str | None = None  # "provider/model", when the event says
+    tokens: tuple[int, int] | None = None  # usage: (in, out)
+
+
+def read_event(event: AgentEvent) -> Seen | None:
+    """The one place that knows the shape of the runtime's events (moltbot/agents/events.py)."""
+    if event.stream == "assistant":
+        return Seen("text", event.run_id, event.session_key)
+    data = event.data
+    if event.stream == "usage":
+        tokens = (int(data.get("input") or 0), int(data.get("output") or 0))
+        return Seen("usage", event.run_id, event.session_key, tokens=tokens)
+    phase = event.phase
+    if phase == "start":
+        return Seen("start", event.run_id, event.session_key)
+    if phase == "error":
+        kind = data.get("kind") or "unknown"
+        return Seen("end", event.run_id, event.session_key, "error", kind, data.get("model"))
+    if phase == "end":
+        status = "aborted" if data.get("aborted") else "ok"
+        return Seen("end", event.run_id, event.session_key, status, model=data.get("model"))
+    return None
+
+
+@dataclass(slots=True)
+class _Run:
+    agent: str
+    started: float  # perf_counter() when the run got its slot
+    first_text: bool = False
+    tokens: tuple[int, int] | None = None
+
+
+class RunObserver:
+    """A bus listener: called synchronously for every event of every run, so it stays small."""
+
+    def __init__(self, metrics: Metrics, runtime: AgentRuntime) -> None:
+        self._metrics = metrics
+        self._runtime = runtime
+        self._agents = frozenset(agent.id for agent in runtime.agents)
+        self._runs: OrderedDict[str, _Run] = OrderedDict()  # started and not ended
+
+    @property
+    def running(self) -> int:
+        return len(self._runs)
+
+    @property
+    def queued(self) -> int:
+        return max(0, len(self._runtime.active_runs()) - len(self._runs))
+
+    def __call__(self, event: AgentEvent) -> None:
+        seen = read_event(event)
+        if seen is None:
+            return
+        if seen.what == "text":
+            run = self._runs.get(seen.run_id)
+            if run is not None and not run.first_text:
+                run.first_text = True
+                model = self._metrics.model_label(self._model_of(seen))
+                elapsed = time.perf_counter() - run.started
+                self._metrics.first_token_seconds.labels(run.agent, model).observe(elapsed)
+        elif seen.what == "start":
+            self._runs[seen.run_id] = _Run(self._agent_of(seen), time.perf_counter())
+            if len(self._runs) > MAX_TRACKED_RUNS:
+                self._runs.popitem(last=False)
+        elif seen.what == "usage":
+            if (run := self._runs.get(seen.run_id)) is not None:
+                run.tokens = seen.tokens
+        else:
+            self._ended(seen, self._runs.pop(seen.run_id, None))
+
+    def _ended(self, seen: Seen, run: _Run | None) -> None:
+        metrics = self._metrics
+        agent = run.agent if run is not None else self._agent_of(seen)
+        metrics.runs.labels(agent, seen.status or "unknown").inc()
+        model = self._model_of(seen)
+        provider = metrics.provider_label(model.partition("/")[0] if model else None)
+        if run is not None:  # it had a slot, so it went to a model
+            metrics.run_seconds.labels(agent).observe(time.perf_counter() - run.started)
+            metrics.upstream_calls.labels(provider).inc()
+        if seen.status == "error":
+            reached = provider if run is not None else "none"
+            metrics.upstream_errors.labels(reached, metrics.kind_label(seen.error_kind)).inc()
+        if run is not None and run.tokens is not None:
+            model_label = metrics.model_label(model)
+            metrics.tokens.labels(agent, model_label, "in").inc(run.tokens[0])
+            metrics.tokens.labels(agent, model_label, "out").inc(run.tokens[1])
+
+    def _agent_of(self, seen: Seen) -> str:
+        agent = agent_of_key(seen.session_key) or self._runtime.agents.default_id
+        return agent if agent in self._agents else "other"
+
+    def _model_of(self, seen: Seen) -> str | None:
+        """The event's model, else the run's: the ref that answered, or the first to try."""
+        if seen.model:
+            return seen.model
+        run = self._runtime.get_run(seen.run_id)
+        if run is None:
+            return None
+        refs = run.agent.model_refs or (self._runtime.providers.default_ref(),)
+        return run.model_ref or refs[0]
+
+
+# -- wiring -------------------------------------------------------------------------------------
+
+
+def setup_metrics(app: web.Application) -> None:
+    """Route, gauges and the bus listener. Call after `setup_ws` (the socket gauge reads the
+    hub) and after the runtime's cleanup_ctx is registered."""
+    metrics = app[METRICS_KEY]
+    hub = app[HUB_KEY]
+    metrics.ws_connections.set_function(lambda: len(hub.connections))
+    app.router.add_get("/metrics", metrics_endpoint)
+    unsubscribe: list[Callable[[], Any]] = []
+
+    async def watch(app: web.Application) -> None:
+        runtime = app[RUNTIME_KEY]
+        observer = RunObserver(metrics, runtime)
+        metrics.runs_active.set_function(lambda: observer.running)
+        metrics.turns_queued.set_function(lambda: observer.queued)
+        unsubscribe.append(runtime.bus.subscribe(observer))
+
+    async def unwatch(app: web.Application) -> None:
+        while unsubscribe:
+            unsubscribe.pop()()
+
+    app.on_startup.append(watch)
+    app.on_cleanup.append(unwatch)
