@@ -1,7 +1,8 @@
 """Prometheus metrics for one gateway, and `GET /metrics`.
 
 Each app has its own `CollectorRegistry` under `METRICS_KEY` (tests run many gateways in one
-process). HTTP requests are counted by a middleware; runs are read off the runtime's event bus,
+process), fed from plain tables (metric_tables.py: a dict update per observation, no locks).
+HTTP requests are counted by a middleware; runs are read off the runtime's event bus,
 and `read_event` is the one function that knows what those events look like; gauges that are
 cheaper to read than to track (open sockets, queued turns) are computed at scrape time.
 
@@ -14,26 +15,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, TypeVar
 
 from aiohttp import web
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    Info,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from moltbot import __version__
 from moltbot.agents.events import AgentEvent
 from moltbot.agents.runtime import AgentRuntime
 from moltbot.agents.session_keys import agent_of_key
+from moltbot.gateway.metric_tables import (
+    CounterTable,
+    GaugeReading,
+    HistogramTable,
+    InfoTable,
+    Table,
+    TableCollector,
+)
 from moltbot.gateway.state import AUTH_KEY, CONFIG_KEY, RUNTIME_KEY
 from moltbot.gateway.ws.hub import HUB_KEY
 
@@ -70,92 +70,103 @@ class BoundedLabel:
 
 
 class Metrics:
+    """Every metric of one gateway. Gauges are read at scrape time through `readings`."""
+
     def __init__(self) -> None:
-        self.registry = registry = CollectorRegistry()
-        Info("moltbot_build", "The gateway's version.", registry=registry).info(
-            {"version": __version__}
-        )
-        self.http_requests = Counter(
+        self.http_requests = CounterTable(
             "moltbot_http_requests",
             "HTTP requests by route pattern, method and status (499: the client left first).",
             ("route", "method", "status"),
-            registry=registry,
         )
-        self.http_seconds = Histogram(
+        self.http_seconds = HistogramTable(
             "moltbot_http_request_duration_seconds",
             "HTTP request duration by route pattern, to the end of the response body "
             "(WebSocket upgrades are not timed).",
             ("route",),
-            buckets=HTTP_BUCKETS,
-            registry=registry,
+            HTTP_BUCKETS,
         )
-        self.ws_connections = Gauge(
-            "moltbot_ws_connections",
-            "Open WebSocket connections past their handshake.",
-            registry=registry,
-        )
-        self.runs_active = Gauge(
-            "moltbot_runs_active", "Runs that hold a run slot now.", registry=registry
-        )
-        self.turns_queued = Gauge(
-            "moltbot_turns_queued", "Turns accepted and waiting for a run slot.", registry=registry
-        )
-        self.runs = Counter(
+        self.runs = CounterTable(
             "moltbot_runs",
             "Runs ended, by agent and status (ok, error, aborted).",
             ("agent", "status"),
-            registry=registry,
         )
-        self.run_seconds = Histogram(
+        self.run_seconds = HistogramTable(
             "moltbot_run_duration_seconds",
             "From a run getting its slot to its end.",
             ("agent",),
-            buckets=MODEL_BUCKETS,
-            registry=registry,
+            MODEL_BUCKETS,
         )
-        self.first_token_seconds = Histogram(
+        self.first_token_seconds = HistogramTable(
             "moltbot_time_to_first_token_seconds",
             "From a run getting its slot to its first text.",
             ("agent", "model"),
-            buckets=MODEL_BUCKETS,
-            registry=registry,
+            MODEL_BUCKETS,
         )
-        self.upstream_calls = Counter(
+        self.upstream_calls = CounterTable(
             "moltbot_upstream_calls",
             "Runs sent to a model provider (retries and fallbacks within a run count once), by "
             "the provider that answered or, when none did, the first one tried.",
             ("provider",),
-            registry=registry,
         )
-        self.upstream_errors = Counter(
+        self.upstream_errors = CounterTable(
             "moltbot_upstream_errors",
             "Runs that ended in an error, by provider (none: no model was reached) and kind.",
             ("provider", "kind"),
-            registry=registry,
         )
-        self.tokens = Counter(
+        self.tokens = CounterTable(
             "moltbot_tokens",
             "Tokens the models reported, by agent, model ref and direction (in, out).",
             ("agent", "model", "direction"),
-            registry=registry,
         )
-        self.store_seconds = Histogram(
+        self.store_seconds = HistogramTable(
             "moltbot_store_operation_duration_seconds",
             "Session store calls timed by the gateway, by operation.",
             ("operation",),
-            buckets=STORE_BUCKETS,
-            registry=registry,
+            STORE_BUCKETS,
         )
-        self.store_errors = Counter(
+        self.store_errors = CounterTable(
             "moltbot_store_errors",
-            "Session store calls timed by the gateway that failed or timed out, by operation.",
+            "Session store calls timed by the gateway that failed, by operation.",
             ("operation",),
-            registry=registry,
         )
+        # Set by setup_metrics once the hub and the runtime exist.
+        self.ws_connections: Callable[[], float] = lambda: 0
+        self.runs_active: Callable[[], float] = lambda: 0
+        self.turns_queued: Callable[[], float] = lambda: 0
         self.agent_label = BoundedLabel()
         self.model_label = BoundedLabel()
         self.provider_label = BoundedLabel()
         self.kind_label = BoundedLabel()
+        self.registry = CollectorRegistry()
+        self.registry.register(TableCollector(self._tables()))
+
+    def _tables(self) -> list[Table]:
+        return [
+            InfoTable("moltbot_build", "The gateway's version.", {"version": __version__}),
+            self.http_requests,
+            self.http_seconds,
+            GaugeReading(
+                "moltbot_ws_connections",
+                "Open WebSocket connections past their handshake.",
+                lambda: self.ws_connections(),
+            ),
+            GaugeReading(
+                "moltbot_runs_active", "Runs that hold a run slot now.", lambda: self.runs_active()
+            ),
+            GaugeReading(
+                "moltbot_turns_queued",
+                "Turns accepted and waiting for a run slot.",
+                lambda: self.turns_queued(),
+            ),
+            self.runs,
+            self.run_seconds,
+            self.first_token_seconds,
+            self.upstream_calls,
+            self.upstream_errors,
+            self.tokens,
+            self.store_seconds,
+            self.store_errors,
+        ]
 
     async def timed_store_call(self, operation: str, call: Awaitable[T]) -> T:
         """Await a session store call and record its latency (the hook for store metrics:
@@ -163,11 +174,11 @@ class Metrics:
         started = time.perf_counter()
         try:
             return await call
-        except BaseException:
-            self.store_errors.labels(operation).inc()
+        except Exception:
+            self.store_errors.inc((operation,))
             raise
         finally:
-            self.store_seconds.labels(operation).observe(time.perf_counter() - started)
+            self.store_seconds.observe((operation,), time.perf_counter() - started)
 
 
 METRICS_KEY = web.AppKey("metrics", Metrics)
@@ -176,33 +187,9 @@ METRICS_KEY = web.AppKey("metrics", Metrics)
 # -- HTTP ---------------------------------------------------------------------------------------
 
 
-class HttpSeries:
-    """The counter and histogram children of each (route, method, status), looked up once:
-    a dict hit per request instead of two labels() calls (about 4 µs here). Bounded, since
-    routes are the registered ones, methods are clamped and statuses come from our code."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._requests = metrics.http_requests
-        self._seconds = metrics.http_seconds
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-
-    def observe(self, request: web.Request, status: int, seconds: float) -> None:
-        route = route_label(request)
-        method = request.method if request.method in METHODS else "other"
-        key = (route, method, status)
-        children = self._children.get(key)
-        if children is None:
-            counter = self._requests.labels(route, method, str(status))
-            children = (counter, self._seconds.labels(route))
-            self._children[key] = children
-        children[0].inc()
-        if status != 101:  # a WebSocket's "request" lasts as long as the socket
-            children[1].observe(seconds)
-
-
 def http_middleware(metrics: Metrics) -> Middleware:
-    """Counts and times every request."""
-    series = HttpSeries(metrics)
+    """Counts and times every request: two dict updates."""
+    requests, seconds = metrics.http_requests, metrics.http_seconds
 
     @web.middleware
     async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -219,7 +206,11 @@ def http_middleware(metrics: Metrics) -> Middleware:
             status = 499
             raise
         finally:
-            series.observe(request, status, time.perf_counter() - started)
+            route = route_label(request)
+            method = request.method if request.method in METHODS else "other"
+            requests.inc((route, method, str(status)))
+            if status != 101:  # a WebSocket's "request" lasts as long as the socket
+                seconds.observe((route,), time.perf_counter() - started)
 
     return metrics_middleware
 
@@ -291,7 +282,7 @@ class RunObserver:
         self._metrics = metrics
         self._runtime = runtime
         self._agents = frozenset(agent.id for agent in runtime.agents)
-        self._runs: OrderedDict[str, _Run] = OrderedDict()  # started and not ended
+        self._runs: dict[str, _Run] = {}  # started and not ended, oldest first
 
     @property
     def running(self) -> int:
@@ -311,11 +302,11 @@ class RunObserver:
                 run.first_text = True
                 model = self._metrics.model_label(self._model_of(seen))
                 elapsed = time.perf_counter() - run.started
-                self._metrics.first_token_seconds.labels(run.agent, model).observe(elapsed)
+                self._metrics.first_token_seconds.observe((run.agent, model), elapsed)
         elif seen.what == "start":
             self._runs[seen.run_id] = _Run(self._agent_of(seen), time.perf_counter())
             if len(self._runs) > MAX_TRACKED_RUNS:
-                self._runs.popitem(last=False)
+                del self._runs[next(iter(self._runs))]
         elif seen.what == "usage":
             if (run := self._runs.get(seen.run_id)) is not None:
                 run.tokens = seen.tokens
@@ -325,19 +316,19 @@ class RunObserver:
     def _ended(self, seen: Seen, run: _Run | None) -> None:
         metrics = self._metrics
         agent = run.agent if run is not None else self._agent_of(seen)
-        metrics.runs.labels(agent, seen.status or "unknown").inc()
+        metrics.runs.inc((agent, seen.status or "unknown"))
         model = self._model_of(seen)
         provider = metrics.provider_label(model.partition("/")[0] if model else None)
         if run is not None:  # it had a slot, so it went to a model
-            metrics.run_seconds.labels(agent).observe(time.perf_counter() - run.started)
-            metrics.upstream_calls.labels(provider).inc()
+            metrics.run_seconds.observe((agent,), time.perf_counter() - run.started)
+            metrics.upstream_calls.inc((provider,))
         if seen.status == "error":
             reached = provider if run is not None else "none"
-            metrics.upstream_errors.labels(reached, metrics.kind_label(seen.error_kind)).inc()
+            metrics.upstream_errors.inc((reached, metrics.kind_label(seen.error_kind)))
         if run is not None and run.tokens is not None:
             model_label = metrics.model_label(model)
-            metrics.tokens.labels(agent, model_label, "in").inc(run.tokens[0])
-            metrics.tokens.labels(agent, model_label, "out").inc(run.tokens[1])
+            metrics.tokens.inc((agent, model_label, "in"), run.tokens[0])
+            metrics.tokens.inc((agent, model_label, "out"), run.tokens[1])
 
     def _agent_of(self, seen: Seen) -> str:
         agent = agent_of_key(seen.session_key) or self._runtime.agents.default_id
@@ -362,15 +353,15 @@ def setup_metrics(app: web.Application) -> None:
     hub) and after the runtime's cleanup_ctx is registered."""
     metrics = app[METRICS_KEY]
     hub = app[HUB_KEY]
-    metrics.ws_connections.set_function(lambda: len(hub.connections))
+    metrics.ws_connections = lambda: len(hub.connections)
     app.router.add_get("/metrics", metrics_endpoint)
     unsubscribe: list[Callable[[], Any]] = []
 
     async def watch(app: web.Application) -> None:
         runtime = app[RUNTIME_KEY]
         observer = RunObserver(metrics, runtime)
-        metrics.runs_active.set_function(lambda: observer.running)
-        metrics.turns_queued.set_function(lambda: observer.queued)
+        metrics.runs_active = lambda: observer.running
+        metrics.turns_queued = lambda: observer.queued
         unsubscribe.append(runtime.bus.subscribe(observer))
 
     async def unwatch(app: web.Application) -> None:
