@@ -13,6 +13,7 @@ import secrets
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
+from urllib.parse import quote
 
 from moltbot import __version__
 from moltbot.config import (
@@ -167,9 +168,15 @@ def _print_banner(loaded: LoadedConfig) -> None:
     url = f"http://{gateway.client_host}:{gateway.port}"
     secret = gateway.auth.secret or "<none>"
     body = '{"model":"moltbot","messages":[{"role":"user","content":"Hello, Moltbot"}]}'
+    # The token in the fragment, which browsers never send; the page takes it out of the bar.
+    chat = (
+        f"  chat:   {url}{gateway.control_ui.base_path}/#token={quote(secret, safe='')}\n"
+        if gateway.control_ui.enabled and gateway.auth.mode == "token" and gateway.auth.secret
+        else ""
+    )
     print(
         f"Moltbot gateway {__version__}\n  config: {loaded.config.config_path}\n"
-        f"  URL:    {url}\n  token:  {secret}\n  try:\n"
+        f"  URL:    {url}\n  token:  {secret}\n{chat}  try:\n"
         f"    curl -sS {url}/v1/chat/completions -H 'Authorization: Bearer {secret}' "
         f"-H 'Content-Type: application/json' -d '{body}'\n",
         flush=True,

@@ -143,6 +143,7 @@ async def test_make_run_entry_point_serves_the_printed_curl(state_dir: Path) -> 
         banner = (await gateway.process.stdout.read(4096)).decode()  # type: ignore[union-attr]
         token = re.search(r"token:\s+(\S+)", banner)[1]  # type: ignore[index]
         assert f"http://127.0.0.1:{port}" in banner and "curl" in banner
+        assert f"chat:   http://127.0.0.1:{port}/#token={token}\n" in banner  # the web page
         body = json.loads(re.search(r"-d '(.+)'", banner)[1])  # type: ignore[index]
         async with aiohttp.ClientSession() as http:
             async with http.post(
