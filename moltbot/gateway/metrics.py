@@ -23,7 +23,14 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from moltbot import __version__
-from moltbot.agents.events import AgentEvent
+from moltbot.agents.events import (
+    AgentEvent,
+    RunEnded,
+    RunStarted,
+    TextChunk,
+    ToolCallChunk,
+    UsageReport,
+)
 from moltbot.agents.runtime import AgentRuntime
 from moltbot.agents.session_keys import agent_of_key
 from moltbot.gateway.metric_tables import (
@@ -115,7 +122,8 @@ class Metrics:
         )
         self.tokens = CounterTable(
             "moltbot_tokens",
-            "Tokens the models reported, by agent, model ref and direction (in, out).",
+            "Tokens the models reported, by agent, model ref and direction (in: the prompt, "
+            "cached tokens included; out).",
             ("agent", "model", "direction"),
         )
         self.store_seconds = HistogramTable(
@@ -249,21 +257,17 @@ class Seen(NamedTuple):
 
 def read_event(event: AgentEvent) -> Seen | None:
     """The one place that knows the shape of the runtime's events (moltbot/agents/events.py)."""
-    if event.stream == "assistant":
+    item = event.item
+    if isinstance(item, TextChunk | ToolCallChunk):  # a tool call is output too
         return Seen("text", event.run_id, event.session_key)
-    data = event.data
-    if event.stream == "usage":
-        tokens = (int(data.get("input") or 0), int(data.get("output") or 0))
+    if isinstance(item, UsageReport):
+        tokens = (item.usage.prompt_tokens, item.usage.output_tokens)
         return Seen("usage", event.run_id, event.session_key, tokens=tokens)
-    phase = event.phase
-    if phase == "start":
+    if isinstance(item, RunStarted):
         return Seen("start", event.run_id, event.session_key)
-    if phase == "error":
-        kind = data.get("kind") or "unknown"
-        return Seen("end", event.run_id, event.session_key, "error", kind, data.get("model"))
-    if phase == "end":
-        status = "aborted" if data.get("aborted") else "ok"
-        return Seen("end", event.run_id, event.session_key, status, model=data.get("model"))
+    if isinstance(item, RunEnded):
+        kind = (item.error_kind or "unknown") if item.status == "error" else None
+        return Seen("end", event.run_id, event.session_key, item.status, kind, item.model)
     return None
 
 

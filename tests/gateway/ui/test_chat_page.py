@@ -266,14 +266,14 @@ STRUCTURED = [
         "role": "assistant",
         "content": [
             {"type": "text", "text": "Let me read the notes."},
-            {"type": "toolCall", "id": "call_1", "name": "read", "arguments": {"path": "n.txt"}},
+            # Arguments as the JSON text the gateway sends.
+            {"type": "toolCall", "id": "call_1", "name": "read", "arguments": '{"path":"n.txt"}'},
             {"type": "thinking", "thinking": "hidden"},
         ],
     },
     {
         "role": "toolResult",
-        "toolCallId": "call_1",
-        "toolName": "read",
+        "toolCallId": "call_1",  # no toolName: the page finds it from the call
         "content": [{"type": "text", "text": "<b>not bold</b>"}],
         "isError": False,
     },

@@ -15,6 +15,7 @@
   const DEFAULT_MAX_PAYLOAD = 512 * 1024;
   const HISTORY_LIMIT = 200;
   const SESSION_LIMIT = 50;
+  const MAX_TOOL_NAMES = 1000;
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -48,6 +49,7 @@
     agentId: null,
     sessionKey: null,
     bubbles: new Map(), // run id -> the assistant message element being streamed
+    toolNames: new Map(), // tool call id -> tool name, for the session shown
     activeRun: null, // the run this tab started in the open session, while it runs
     retries: 0,
     retryTimer: null,
@@ -384,6 +386,7 @@
     state.sessionKey = key;
     sessionStorage.setItem(STORE.session, key);
     state.bubbles.clear();
+    state.toolNames.clear();
     setRunning(null);
     showError(ui.chatError, "");
     for (const button of ui.sessions.querySelectorAll(".session-open")) {
@@ -508,7 +511,7 @@
     const blocks = contentBlocks(message.content).map(blockNode);
     if (message.role === "toolResult") {
       const details = el("details", `tool-result${message.isError ? " error" : ""}`);
-      const name = message.toolName || "tool";
+      const name = message.toolName || state.toolNames.get(message.toolCallId) || "tool";
       details.append(el("summary", "", `${name} result${message.isError ? " (error)" : ""}`));
       details.append(...blocks);
       body.replaceChildren(details);
@@ -532,6 +535,7 @@
       return el("span", "badge", block.mimeType ? `image (${block.mimeType})` : "image");
     }
     if (type === "toolCall") {
+      if (block.id && block.name) rememberToolName(String(block.id), String(block.name));
       const details = el("details", "tool-call");
       details.append(el("summary", "", `Tool call: ${block.name || "?"}`));
       details.append(el("pre", "args", formatArguments(block.arguments)));
@@ -541,12 +545,25 @@
   }
 
   function formatArguments(args) {
-    if (typeof args === "string") return args;
+    let value = args ?? {};
+    if (typeof value === "string") {
+      try {
+        value = JSON.parse(value); // the gateway sends the arguments as JSON text
+      } catch {
+        return value;
+      }
+    }
     try {
-      return JSON.stringify(args ?? {}, null, 2);
+      return JSON.stringify(value, null, 2);
     } catch {
       return String(args);
     }
+  }
+
+  function rememberToolName(id, name) {
+    // So a tool result (which carries only the call's id) can say which tool it came from.
+    if (state.toolNames.size >= MAX_TOOL_NAMES) state.toolNames.clear();
+    state.toolNames.set(id, name);
   }
 
   function scrollToEnd(always) {
