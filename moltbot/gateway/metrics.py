@@ -335,7 +335,8 @@ class RunObserver:
             metrics.tokens.inc((agent, model_label, "out"), run.tokens[1])
 
     def _agent_of(self, seen: Seen) -> str:
-        agent = agent_of_key(seen.session_key) or self._runtime.agents.default_id
+        run = self._runtime.get_run(seen.run_id)  # the run's own agent, not a parsed key
+        agent = run.agent.id if run is not None else agent_of_key(seen.session_key)
         return agent if agent in self._agents else "other"
 
     def _model_of(self, seen: Seen) -> str | None:
