@@ -68,7 +68,10 @@ async def shoot(url: str, out: Path, phone: bool) -> None:
             await expect(page.locator(".msg-assistant:not(.streaming)")).to_have_count(replies + 1)
         if not phone:  # a second session in the list, the first one open
             await page.locator("#new-session").click()
-            await page.locator('#sessions [data-key="agent:main:main"] .session-open').click()
+            await expect(page.locator("#sessions .session")).to_have_count(2)
+            main = page.locator('#sessions [data-key="agent:main:main"] .session-open')
+            await main.click()
+            await expect(main).to_have_attribute("aria-current", "true")
             await expect(page.locator(".msg")).to_have_count(2 * len(MESSAGES))
         await page.locator("#message").fill("Draft of a next question…")
         await page.locator("#message").focus()

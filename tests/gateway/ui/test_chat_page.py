@@ -110,6 +110,7 @@ async def test_new_session_then_delete_it(
     await expect(chat.sessions).to_have_count(1)
     await chat.page.locator("#new-session").click()
     await expect(chat.sessions).to_have_count(2)
+    await expect(chat.page.locator("#chat-title")).to_have_text("New session")
     key = await chat.session_storage("moltbot.session")
     assert key.startswith("agent:main:webchat-")
     await chat.send("a throwaway thought")

@@ -302,6 +302,13 @@
     if (agentId !== state.agentId) return; // the user picked another agent meanwhile
     const found = new Map((previews.previews || []).map((p) => [p.key, p]));
     ui.sessions.replaceChildren(...rows.map((row) => sessionItem(row, found.get(row.key))));
+    showTitle();
+  }
+
+  function showTitle() {
+    const key = state.sessionKey || "";
+    const item = ui.sessions.querySelector(`[data-key="${CSS.escape(key)}"] .session-title`);
+    ui.chatTitle.textContent = item ? item.textContent : key;
   }
 
   function sessionTitle(row, preview) {
@@ -349,9 +356,11 @@
     const key = `agent:${state.agentId}:webchat-${randomId().slice(0, 12)}`;
     try {
       await request("sessions.reset", { key }); // creates it, empty
-      await loadSessions();
-      await openSession(key);
+      // Opened before the list is refreshed: a session clicked meanwhile wins.
+      const opened = openSession(key);
       ui.message.focus();
+      await loadSessions();
+      await opened;
     } catch (error) {
       showError(ui.chatError, error.message);
     }
@@ -394,8 +403,7 @@
       if (current) button.setAttribute("aria-current", "true");
       else button.removeAttribute("aria-current");
     }
-    const item = ui.sessions.querySelector(`[data-key="${CSS.escape(key)}"] .session-title`);
-    ui.chatTitle.textContent = item ? item.textContent : key;
+    showTitle();
     // Reading the history also subscribes this socket to the session's chat events.
     const history = await request("chat.history", { sessionKey: key, limit: HISTORY_LIMIT });
     if (key !== state.sessionKey) return;
