@@ -21,6 +21,7 @@ from moltbot.config.checks import (
     report_duplicates,
 )
 from moltbot.config.model import AgentConfig, AgentDefaults, AgentsConfig, Identity, ModelChoice
+from moltbot.config.tools import agent_tools_section
 from moltbot.config.wording import quote
 
 DEFAULT_AGENT_ID = "main"
@@ -36,8 +37,9 @@ DEFAULTS_KEYS = (
     "userTimezone",
     "timeoutSeconds",
     "maxConcurrent",
+    "maxToolRounds",
 )
-AGENT_KEYS = ("id", "default", "name", "workspace", "model", "identity")
+AGENT_KEYS = ("id", "default", "name", "workspace", "model", "identity", "tools")
 IDENTITY_KEYS = ("name", "theme", "emoji", "avatar")
 
 
@@ -118,6 +120,7 @@ def _defaults_section(node: Node) -> AgentDefaults:
             user_timezone=node.get("userTimezone", as_timezone),
             timeout_seconds=node.integer("timeoutSeconds"),
             max_concurrent=node.integer("maxConcurrent"),
+            max_tool_rounds=node.integer("maxToolRounds", maximum=100),
         )
     )
 
@@ -143,6 +146,7 @@ def _agent_entry(node: Node) -> AgentConfig | None:
         workspace=node.get("workspace", as_path),
         model=node.get("model", as_model_choice),
         identity=node.section("identity", _identity_section),
+        tools=node.section("tools", agent_tools_section),
     )
     if raw_id is None:
         return None

@@ -24,6 +24,7 @@ from moltbot.config.wording import (
     quote,
     shown_path,
 )
+from moltbot.net.policy import FetchPolicy
 
 T = TypeVar("T")
 Checker = Callable[[object, str, "Context"], T | None]
@@ -105,6 +106,20 @@ def as_url(value: object, path: str, ctx: Context) -> str | None:
     # A URL can carry credentials (user:pass@host); then only say what was wrong.
     ctx.mismatch(path, "an http:// or https:// URL", text, secret="@" in text)
     return None
+
+
+def as_host_list(value: object, path: str, ctx: Context) -> tuple[str, ...] | None:
+    """Host names, `*.domain` wildcards, IPs or CIDR networks, checked by the fetcher's own
+    parser (one set of rules)."""
+    hosts = as_tuple(value, path, ctx, as_string)
+    if hosts is None:
+        return None
+    try:
+        FetchPolicy(max_bytes=1, timeout_seconds=1, allowed_hosts=hosts)
+    except ValueError as exc:
+        ctx.problem(path, str(exc))
+        return None
+    return hosts
 
 
 def as_path(value: object, path: str, ctx: Context) -> Path | None:

@@ -14,6 +14,10 @@ AuthMode = Literal["token", "password"]
 ApiKind = Literal["openai-completions", "anthropic-messages", "builtin-echo"]
 LogLevel = Literal["silent", "fatal", "error", "warn", "info", "debug", "trace"]
 LogFormat = Literal["auto", "pretty", "json"]
+ToolProfile = Literal["minimal", "coding", "full"]
+ExecSecurity = Literal["deny", "allowlist", "full"]
+ExecAsk = Literal["off", "on-miss", "always"]
+ExecSandbox = Literal["auto", "bwrap", "off"]
 
 DEFAULT_PORT = 18789
 DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
@@ -146,6 +150,46 @@ class Identity:
 
 
 @dataclass(frozen=True)
+class ToolRules:
+    """Which of the agent's own tools a level (`tools`, `agents.list[].tools`) lets through.
+    Each level only narrows what the one above it allows (moltbot.tools.policy)."""
+
+    profile: ToolProfile | None = None
+    allow: tuple[str, ...] | None = None  # None: no allowlist at this level
+    deny: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExecConfig:
+    """The `exec` tool: who decides what runs (security, ask), and how it runs."""
+
+    security: ExecSecurity = "allowlist"
+    ask: ExecAsk = "on-miss"
+    allowlist: tuple[str, ...] = ()  # binary paths, path globs ("/usr/bin/*") or names on PATH
+    timeout_seconds: float = 60.0  # a call's default; the model may ask for up to the max
+    max_timeout_seconds: float = 600.0
+    max_output_bytes: int = 100_000  # head and tail kept, the middle dropped
+    approval_timeout_seconds: float = 120.0
+    sandbox: ExecSandbox = "auto"
+    network: bool = False  # inside the sandbox; direct mode cannot take the network away
+
+
+@dataclass(frozen=True)
+class WebFetchConfig:
+    allowed_hosts: tuple[str, ...] = ()  # names, *.domain, IPs or networks let through
+    max_bytes: int = 2_000_000
+    timeout_seconds: float = 15.0
+    max_chars: int = 50_000
+
+
+@dataclass(frozen=True)
+class ToolsConfig:
+    rules: ToolRules = field(default_factory=ToolRules)
+    exec: ExecConfig = field(default_factory=ExecConfig)
+    web_fetch: WebFetchConfig = field(default_factory=WebFetchConfig)
+
+
+@dataclass(frozen=True)
 class AgentDefaults:
     model: ModelChoice = field(default_factory=ModelChoice)
     workspace: Path | None = None
@@ -153,6 +197,7 @@ class AgentDefaults:
     user_timezone: str | None = None
     timeout_seconds: int = 600
     max_concurrent: int = 4
+    max_tool_rounds: int = 8
 
 
 @dataclass(frozen=True)
@@ -163,6 +208,7 @@ class AgentConfig:
     workspace: Path | None = None
     model: ModelChoice | None = None
     identity: Identity | None = None
+    tools: ToolRules | None = None
 
 
 @dataclass(frozen=True)
@@ -190,6 +236,7 @@ class Config:
     agents: AgentsConfig = field(default_factory=AgentsConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
     # Where this config came from and where state lives (resolved at load).
     state_dir: Path = field(default_factory=lambda: Path.home() / ".moltbot")
     config_path: Path | None = None

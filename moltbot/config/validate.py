@@ -15,6 +15,7 @@ from moltbot.config.agents import agents_section
 from moltbot.config.checks import (
     Context,
     Node,
+    as_host_list,
     as_node,
     as_number,
     as_path,
@@ -36,10 +37,10 @@ from moltbot.config.model import (
     SessionConfig,
 )
 from moltbot.config.providers import models_section
+from moltbot.config.tools import tools_section
 from moltbot.config.wording import describe, quote
-from moltbot.net.policy import FetchPolicy
 
-TOP_KEYS = ("gateway", "models", "agents", "session", "logging", "env", "meta")
+TOP_KEYS = ("gateway", "models", "agents", "session", "logging", "tools", "env", "meta")
 GATEWAY_KEYS = (
     "mode",
     "port",
@@ -136,6 +137,7 @@ def _root_section(node: Node) -> Config:
             agents=node.section("agents", agents_section),
             session=node.section("session", _session_section),
             logging=node.section("logging", _logging_section),
+            tools=node.section("tools", tools_section),
         )
     )
 
@@ -210,23 +212,10 @@ def _images_section(node: Node) -> ImagesConfig:
     return ImagesConfig(
         **given(
             allow_url=node.boolean("allowUrl"),
-            allowed_hosts=node.get("allowedHosts", _host_list),
+            allowed_hosts=node.get("allowedHosts", as_host_list),
             timeout_seconds=node.get("timeoutSeconds", as_positive_number),
         )
     )
-
-
-def _host_list(value: object, path: str, ctx: Context) -> tuple[str, ...] | None:
-    """Host names, `*.domain` wildcards, IPs or CIDR networks, checked as the fetcher reads them."""
-    hosts = as_tuple(value, path, ctx, as_string)
-    if hosts is None:
-        return None
-    try:
-        FetchPolicy(max_bytes=1, timeout_seconds=1, allowed_hosts=hosts)
-    except ValueError as exc:
-        ctx.problem(path, str(exc))
-        return None
-    return hosts
 
 
 def as_positive_number(value: object, path: str, ctx: Context) -> float | None:
