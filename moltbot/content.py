@@ -51,6 +51,7 @@ class Message:
     content: tuple[Part, ...] = ()
     tool_calls: tuple[ToolCall, ...] = ()  # assistant messages only
     tool_call_id: str | None = None  # tool messages only: the call this answers
+    is_error: bool = False  # tool messages only: the result reports a failure
 
     @property
     def text(self) -> str:
@@ -68,6 +69,7 @@ class Message:
         return (
             not self.tool_calls
             and self.tool_call_id is None
+            and not self.is_error
             and all(isinstance(p, TextPart) for p in self.content)
         )
 
@@ -125,6 +127,8 @@ def message_to_json(message: Message) -> dict[str, Any]:
         ]
     if message.tool_call_id is not None:
         data["toolCallId"] = message.tool_call_id
+    if message.is_error:
+        data["isError"] = True
     return data
 
 
@@ -155,7 +159,9 @@ def message_from_json(data: dict[str, Any]) -> Message:
         ToolCall(str(c["id"]), str(c["name"]), str(c.get("arguments") or "{}"))
         for c in data.get("toolCalls") or ()
     )
-    return Message(data["role"], tuple(parts), calls, data.get("toolCallId"))
+    return Message(
+        data["role"], tuple(parts), calls, data.get("toolCallId"), bool(data.get("isError"))
+    )
 
 
 # -- a conversation every provider accepts ---------------------------------------------------

@@ -143,7 +143,8 @@ def content_blocks(message: Message) -> list[dict[str, Any]]:
     if message.role == "tool":
         result = message.text or "(no output)"
         call_id = tool_id(message.tool_call_id or "")
-        return [{"type": "tool_result", "tool_use_id": call_id, "content": result}]
+        block = {"type": "tool_result", "tool_use_id": call_id, "content": result}
+        return [{**block, "is_error": True} if message.is_error else block]
     blocks = [block for part in message.content if (block := content_block(part))]
     blocks += [
         {"type": "tool_use", "id": tool_id(c.id), "name": c.name, "input": tool_input(c.arguments)}
