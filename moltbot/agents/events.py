@@ -8,6 +8,7 @@ needs in flight does not grow with its answer. `seq` starts at 1 per run and gro
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -17,7 +18,7 @@ from moltbot.providers.base import Usage
 
 log = get_logger("moltbot.agents")
 
-Stream = Literal["lifecycle", "assistant", "usage"]
+Stream = Literal["lifecycle", "assistant", "tool", "usage"]
 RunStatus = Literal["queued", "running", "ok", "error", "aborted"]
 
 
@@ -43,6 +44,24 @@ class ToolCallChunk:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolStarted:
+    """One of the agent's own tools is about to run (moltbot.agents.tool_loop)."""
+
+    call_id: str
+    name: str
+    arguments: str  # the JSON text the model wrote
+
+
+@dataclass(frozen=True, slots=True)
+class ToolFinished:
+    call_id: str
+    name: str
+    ok: bool
+    summary: str  # one bounded line (moltbot.tools.base.MAX_SUMMARY_CHARS)
+    duration_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class UsageReport:
     usage: Usage
 
@@ -58,7 +77,11 @@ class RunEnded:
     error_kind: str | None = None
 
 
-EventItem = RunStarted | TextChunk | ToolCallChunk | UsageReport | RunEnded
+EventItem = (
+    RunStarted | TextChunk | ToolCallChunk | ToolStarted | ToolFinished | UsageReport | RunEnded
+)
+# A tool event shows the call's arguments up to this many characters.
+TOOL_EVENT_ARGS_CHARS = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +96,8 @@ class AgentEvent:
     def stream(self) -> Stream:
         if isinstance(self.item, TextChunk | ToolCallChunk):
             return "assistant"
+        if isinstance(self.item, ToolStarted | ToolFinished):
+            return "tool"
         return "usage" if isinstance(self.item, UsageReport) else "lifecycle"
 
     @property
@@ -117,11 +142,37 @@ def event_data(item: EventItem) -> dict[str, Any]:
         if item.name is not None:
             call["name"] = item.name
         return {"toolCall": call}
+    if isinstance(item, ToolStarted):
+        return tool_start_data(item)
+    if isinstance(item, ToolFinished):
+        return {
+            "phase": "result",
+            "name": item.name,
+            "toolCallId": item.call_id,
+            "isError": not item.ok,
+            "result": item.summary,
+            "meta": {"durationMs": item.duration_ms},
+        }
     if isinstance(item, UsageReport):
         return usage_data(item.usage)
     if isinstance(item, RunStarted):
         return {"phase": "start", "startedAt": item.started_at}
     return end_data(item)
+
+
+def tool_start_data(item: ToolStarted) -> dict[str, Any]:
+    """`args` is the parsed arguments object; arguments that are long or not JSON are shown
+    as (the start of) their text, with `argsTruncated` when cut."""
+    data: dict[str, Any] = {"phase": "start", "name": item.name, "toolCallId": item.call_id}
+    text = item.arguments
+    if len(text) > TOOL_EVENT_ARGS_CHARS:
+        data.update(args=text[:TOOL_EVENT_ARGS_CHARS], argsTruncated=True)
+        return data
+    try:
+        data["args"] = json.loads(text) if text else {}
+    except ValueError:
+        data["args"] = text
+    return data
 
 
 def end_data(end: RunEnded) -> dict[str, Any]:

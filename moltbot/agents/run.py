@@ -178,9 +178,12 @@ class Run:
     started_at: int | None = None
     ended_at: int | None = None
     model_ref: str | None = None
-    answer: Answer = field(default_factory=Answer)
+    answer: Answer = field(default_factory=Answer)  # what the client sees: all rounds' text
     # What the turn adds to the session: the request's input, less what it already holds.
     input: tuple[Message, ...] = ()
+    # The messages the turn produced, in order: each model answer (with its tool calls) and
+    # the results of the agent's own tools (moltbot.agents.tool_loop). Stored after `input`.
+    steps: list[Message] = field(default_factory=list)
     usage: Usage | None = None
     finish_reason: str = "stop"
     error: str | None = None
@@ -284,5 +287,10 @@ class Run:
 
 def event_size(event: AgentEvent) -> int:
     item = event.item
-    text = getattr(item, "text", None) or getattr(item, "arguments", None) or ""
+    text = (
+        getattr(item, "text", None)
+        or getattr(item, "arguments", None)
+        or getattr(item, "summary", None)
+        or ""
+    )
     return EVENT_OVERHEAD_BYTES + len(text)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
 from collections import OrderedDict
@@ -22,7 +23,6 @@ from moltbot.agents.events import (
     EventItem,
     RunEnded,
     RunStarted,
-    TextChunk,
     UsageReport,
     usage_data,
 )
@@ -38,19 +38,14 @@ from moltbot.agents.run import (
 )
 from moltbot.agents.session_keys import agent_of_key
 from moltbot.agents.sessions import SessionStore, TurnRecord
+from moltbot.agents.tool_loop import ToolLoop, reads_as_reply
 from moltbot.config.model import Config
 from moltbot.content import Message, well_formed, without_image_bytes
 from moltbot.logs import get_logger
-from moltbot.providers.base import (
-    Finish,
-    ModelRequest,
-    ProviderError,
-    TextDelta,
-    ToolCallDelta,
-    Usage,
-)
+from moltbot.providers.base import ModelRequest, ProviderError
 from moltbot.providers.failover import FailoverStream, RetryPolicy
 from moltbot.providers.registry import ProviderRegistry
+from moltbot.tools.toolbox import Toolbox
 
 # The runtime's public face: start turns here, read them through `Run`.
 __all__ = ["AgentRuntime", "InvalidTurn", "Run", "RunStatus", "TurnRequest", "usage_data"]
@@ -92,6 +87,8 @@ class AgentRuntime:
         self._files = WorkspaceFiles(defaults.bootstrap_max_chars)
         self._lanes = Lanes(defaults.max_concurrent)
         self._retry = retry_policy or RetryPolicy()
+        self._max_tool_rounds = defaults.max_tool_rounds
+        self.tools = Toolbox(config, store)  # the agents' own tools
         self._stall_seconds = stall_seconds
         self._stop_deadline: float | None = None
         self._active: dict[str, Run] = {}
@@ -105,6 +102,7 @@ class AgentRuntime:
         if not any(m.text.strip() or m.images or m.role == "tool" for m in request.input):
             raise InvalidTurn("message must not be empty", code="empty_message")
         self._check_images(self._model_refs(agent, request)[0], request)
+        self._check_tool_names(agent, request)
         run_id = request.run_id or f"run_{uuid.uuid4().hex}"
         if self.get_run(run_id) is not None:
             raise InvalidTurn(f'run id "{run_id}" is already in use', code="duplicate_run")
@@ -158,6 +156,18 @@ class AgentRuntime:
                 f'model "{ref}" does not take image input (set input: ["text", "image"] on '
                 "the model in models.providers if it does)",
                 code="image_input_unsupported",
+            )
+
+    def _check_tool_names(self, agent: Agent, request: TurnRequest) -> None:
+        """A client tool may not share a name with one of the agent's own: a call to it could
+        not be told apart."""
+        own = {tool.name for tool in self.tools.for_agent(agent)}
+        clash = sorted(own.intersection(tool.name for tool in request.tools.tools))
+        if clash:
+            raise InvalidTurn(
+                f"tool name {', '.join(map(repr, clash))} is taken by the agent's own tools; "
+                "rename the client tool",
+                code="tool_name_clash",
             )
 
     def get_run(self, run_id: str) -> Run | None:
@@ -220,30 +230,16 @@ class AgentRuntime:
     async def _call_model(self, run: Run) -> None:
         refs = self._model_refs(run.agent, run.request)
         request = await self._model_request(run, refs[0])
-        stream = FailoverStream(self.providers, refs, request, self._retry)
-        answer = run.answer
-        try:
-            async for item in stream:
-                run.model_ref = stream.model_ref
-                if isinstance(item, TextDelta):
-                    delta = item.text if item.text.isascii() else valid_text(item.text)
-                    answer.add_text(delta)
-                    await self._relay(run, TextChunk(delta))
-                elif isinstance(item, ToolCallDelta):
-                    chunk = answer.add_tool_call(
-                        item.index, item.id, item.name, valid_text(item.arguments)
-                    )
-                    await self._relay(run, chunk)
-                elif isinstance(item, Usage):
-                    run.usage = item
-                elif isinstance(item, Finish):
-                    run.finish_reason = item.reason
-        finally:
-            await stream.aclose()
-        if answer.tool_calls:  # some servers end a tool-call answer with "stop"
-            run.finish_reason = "tool_calls"
-        elif run.finish_reason == "tool_calls":
-            run.finish_reason = "stop"
+        loop = ToolLoop(
+            run,
+            request,
+            open_stream=lambda r: FailoverStream(self.providers, refs, r, self._retry),
+            relay=functools.partial(self._relay, run),
+            tools=self.tools.for_agent(run.agent),
+            context=self.tools.context(run.agent, run.session_key, run.id),
+            max_rounds=self._max_tool_rounds,
+        )
+        await loop.run()
 
     async def _model_request(self, run: Run, model_ref: str) -> ModelRequest:
         history: list[Message] = []
@@ -302,7 +298,7 @@ class AgentRuntime:
             key=run.session_key,
             agent_id=run.agent.id,
             run_id=run.id,
-            messages=(*run.input, run.answer.message()),
+            messages=(*run.input, *(run.steps or [run.answer.message()])),
             status=run.status,  # type: ignore[arg-type]  # ended: "ok", "error" or "aborted"
             started_at=run.started_at or run.ended_at or now_ms(),
             ended_at=run.ended_at or now_ms(),
@@ -388,7 +384,9 @@ def _new_part(
         stored = {call.id for message in history for call in message.tool_calls}
         if {call.id for call in first.tool_calls} <= stored:
             return (), turn_input[1:]
-    if context and without_image_bytes(context[-1]) == history[-1]:
+    if context and (
+        without_image_bytes(context[-1]) == history[-1] or reads_as_reply(history, context[-1])
+    ):
         return (), turn_input
     return context, turn_input
 
@@ -399,12 +397,3 @@ def same_ref(a: str, b: str) -> bool:
     provider_b, _, model_b = b.partition("/")
     return provider_a.strip().lower() == provider_b.strip().lower() and model_a == model_b
 
-
-def valid_text(text: str) -> str:
-    """Model output with lone surrogates (from JSON escapes upstream) replaced by U+FFFD, so
-    that it can be stored and sent on as UTF-8."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text

@@ -100,8 +100,9 @@ class TurnRecord:
     key: str
     agent_id: str
     run_id: str
-    # The turn's input (a user message, or tool results and the call they answer), then the
-    # assistant's reply, last: partial for aborted and failed runs.
+    # The turn's input (a user message, or tool results and the call they answer), then what
+    # the run produced: with the agent's tools, each answer with its calls and their results;
+    # the last assistant message is the reply (partial for aborted and failed runs).
     messages: tuple[Message, ...]
     status: Status
     started_at: int
@@ -398,22 +399,34 @@ def session_values(turn: TurnRecord) -> tuple[Any, ...]:
 
 
 def message_values(turn: TurnRecord, session_id: str) -> list[tuple[Any, ...]]:
-    """One row per message; the reply (last) carries the model, tokens and error."""
+    """One row per message. The reply (the last assistant message) carries the model, tokens
+    and error, and the end time, like whatever follows it (results of its tool calls)."""
     usage = turn.usage
-    *inputs, reply = turn.messages
-    rows = [
-        (turn.key, session_id, *message_columns(m), turn.run_id, turn.started_at, turn.status,
-         None, None, None, None)
-        for m in inputs
-    ]  # fmt: skip
-    rows.append((
-        turn.key, session_id, *message_columns(reply), turn.run_id, turn.ended_at, turn.status,
-        turn.model,
-        usage.input_tokens if usage else None,
-        usage.output_tokens if usage else None,
-        turn.error,
-    ))  # fmt: skip
+    reply = reply_index(turn.messages)
+    rows = []
+    for index, message in enumerate(turn.messages):
+        if index != reply:
+            ts = turn.started_at if index < reply else turn.ended_at
+            rows.append((turn.key, session_id, *message_columns(message), turn.run_id, ts,
+                         turn.status, None, None, None, None))  # fmt: skip
+            continue
+        rows.append((
+            turn.key, session_id, *message_columns(message), turn.run_id, turn.ended_at,
+            turn.status,
+            turn.model,
+            usage.input_tokens if usage else None,
+            usage.output_tokens if usage else None,
+            turn.error,
+        ))  # fmt: skip
     return rows
+
+
+def reply_index(messages: Sequence[Message]) -> int:
+    """Where a turn's reply is: its last assistant message (the last message if none)."""
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].role == "assistant":
+            return index
+    return len(messages) - 1
 
 
 # --- Opening the file ------------------------------------------------------------------------

@@ -88,6 +88,8 @@ def _refused_param(request: web.Request, exc: InvalidTurn) -> str:
         return "messages"  # an empty message, or images for a text-only model
     if exc.code == "model_not_allowed":
         return MODEL_HEADER
+    if exc.code == "tool_name_clash":
+        return "tools"
     # Else the session key's agent is unknown or does not match the model's.
     return SESSION_KEY_HEADER if SESSION_KEY_HEADER in request.headers else "model"
 

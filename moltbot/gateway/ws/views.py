@@ -152,7 +152,7 @@ def transcript_message(
             "toolCallId": stored.tool_call_id,
             "toolName": (tool_names or {}).get(stored.tool_call_id or ""),
             "content": [{"type": "text", "text": stored.text}],
-            "isError": False,
+            "isError": stored.is_error,
             "timestamp": message.ts,
         }
     blocks: list[dict[str, Any]] = []
