@@ -15,9 +15,10 @@ from moltbot.gateway.ws.hub import Hub
 from moltbot.gateway.ws.protocol import RpcError, response_frame
 
 Role = Literal["operator"]
-Scope = Literal["operator.read", "operator.write", "operator.admin"]
+Scope = Literal["operator.read", "operator.write", "operator.approvals", "operator.admin"]
 READ_SCOPE: Scope = "operator.read"
 WRITE_SCOPE: Scope = "operator.write"
+APPROVALS_SCOPE: Scope = "operator.approvals"  # answering exec approvals, seeing their events
 ADMIN_SCOPE: Scope = "operator.admin"
 
 
@@ -89,4 +90,11 @@ def missing_scope(client: ClientInfo, method: Method | None) -> str | None:
         return ADMIN_SCOPE
     if method.scope == READ_SCOPE:
         return None if scopes & {READ_SCOPE, WRITE_SCOPE} else READ_SCOPE
+    if method.scope == APPROVALS_SCOPE:
+        return None if APPROVALS_SCOPE in scopes else APPROVALS_SCOPE
     return None if WRITE_SCOPE in scopes else WRITE_SCOPE
+
+
+def can_approve(client: ClientInfo) -> bool:
+    """Whether the client answers exec approvals (and so gets their events)."""
+    return bool(client.scopes & {APPROVALS_SCOPE, ADMIN_SCOPE})

@@ -14,6 +14,7 @@ from aiohttp import WSMsgType, web
 
 from moltbot.gateway.state import AUTH_KEY
 from moltbot.gateway.ws.admission import Slot
+from moltbot.gateway.ws.call import can_approve
 from moltbot.gateway.ws.connection import Connection
 from moltbot.gateway.ws.dispatch import Dispatcher
 from moltbot.gateway.ws.handshake import Peer, handshake
@@ -132,6 +133,8 @@ async def converse(
     dispatcher: Dispatcher | None = None
     try:
         hub.register(conn)
+        if can_approve(client):
+            hub.approvals.watch(conn)
         log.info("ws client connected", conn=conn.id, client=client.id, mode=client.mode)
         dispatcher = Dispatcher(hub, conn, client)
         async for message in conn.ws:  # ends on close; too-big frames arrive as ERROR

@@ -23,6 +23,7 @@ from moltbot.agents.runtime import AgentRuntime, now_ms
 from moltbot.config.model import Config
 from moltbot.content import Message
 from moltbot.gateway.ws.admission import PendingHandshakes
+from moltbot.gateway.ws.approval_events import ApprovalRelay
 from moltbot.gateway.ws.chat_events import ChatProjector
 from moltbot.gateway.ws.connection import Connection
 from moltbot.gateway.ws.dedupe import DedupeCache
@@ -48,6 +49,7 @@ class Hub:
         self.routes = Routes()
         self.chat = ChatProjector(text_room=options.max_payload - PAYLOAD_HEADROOM)
         self.dedupe = DedupeCache()
+        self.approvals = ApprovalRelay()
         self.health = HealthMonitor(self._build_health)
         self.handshakes = PendingHandshakes(
             options.max_pending_handshakes, options.max_pending_handshakes_per_ip
@@ -74,6 +76,7 @@ class Hub:
         self._runtime = runtime
         self.chat.reply_of = self._reply_of
         self._unsubscribe = runtime.bus.subscribe(self._on_agent_event)
+        self.approvals.attach(runtime.tools.approvals)
         self._ticker = asyncio.create_task(self._tick_loop(), name="ws ticks")
 
     def shutdown(self, reason: str = "gateway stopping") -> None:
@@ -98,6 +101,7 @@ class Hub:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        self.approvals.detach()
         tasks = [*self._tasks, *([self._ticker] if self._ticker else [])]
         for task in tasks:
             task.cancel()
@@ -114,6 +118,7 @@ class Hub:
     def unregister(self, conn: Connection) -> None:
         self.connections.discard(conn)
         self.routes.drop_connection(conn)
+        self.approvals.unwatch(conn)
         if not self.connections:
             self.chat.clear()  # nobody left to watch: no run's chat view is needed
 

@@ -8,7 +8,9 @@ and sessions it follows.
 from __future__ import annotations
 
 from moltbot.gateway.ws.agent_api import agent, agent_follow, agent_unfollow, agent_wait
+from moltbot.gateway.ws.approvals_api import exec_approval_list, exec_approval_resolve
 from moltbot.gateway.ws.call import ADMIN_SCOPE as ADMIN
+from moltbot.gateway.ws.call import APPROVALS_SCOPE as APPROVALS
 from moltbot.gateway.ws.call import READ_SCOPE as READ
 from moltbot.gateway.ws.call import WRITE_SCOPE as WRITE
 from moltbot.gateway.ws.call import Method
@@ -37,7 +39,17 @@ METHODS: dict[str, Method] = {
     "chat.send": Method(chat_send, WRITE),
     "chat.history": Method(chat_history, READ),
     "chat.abort": Method(chat_abort, WRITE),
+    "exec.approval.list": Method(exec_approval_list, APPROVALS),
+    "exec.approval.resolve": Method(exec_approval_resolve, APPROVALS),
 }
 
 # The events this gateway emits (hello-ok `features.events`).
-EVENTS = ["connect.challenge", "agent", "chat", "tick", "shutdown"]
+EVENTS = [
+    "connect.challenge",
+    "agent",
+    "chat",
+    "tick",
+    "shutdown",
+    "exec.approval.requested",
+    "exec.approval.resolved",
+]
