@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import difflib
 import os
+import re
 import stat
 import uuid
+from collections.abc import Callable
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from moltbot.tools.base import Args, ToolContext, ToolError, ToolResult, bounded, schema
 from moltbot.tools.workspace import Target, Workspace, os_reason
@@ -33,6 +35,8 @@ FIND_MAX_VISITED = 50_000
 SNIFF_BYTES = 8192
 LINE_PIECE_BYTES = 4 * READ_MAX_CHARS
 SKIPPED_DIRS = frozenset({".git"})  # find does not descend into these
+
+T = TypeVar("T")
 
 
 class FileTool:
@@ -66,15 +70,13 @@ class ReadTool(FileTool):
         limit = a.integer("limit", default=READ_DEFAULT_LINES, minimum=1, maximum=READ_MAX_LINES)
         workspace = self.workspace(ctx)
         target = workspace.resolve(path)
-        return await asyncio.to_thread(_read, workspace, target, offset, limit or 1)
+        return await in_thread(target, _read, workspace, target, offset, limit or 1)
 
 
 def _read(workspace: Workspace, target: Target, offset: int, limit: int) -> ToolResult:
-    fd = workspace.open(target, os.O_RDONLY)
+    fd = _open_file(workspace, target, "; use ls to list it")
     with os.fdopen(fd, "rb") as raw:
         info = os.fstat(raw.fileno())
-        if stat.S_ISDIR(info.st_mode):
-            raise ToolError(f"{target.shown} is a directory; use ls to list it")
         if b"\x00" in raw.read(SNIFF_BYTES):
             size = info.st_size
             raise ToolError(f"{target.shown} is a binary file ({size} bytes); read shows text")
@@ -107,6 +109,23 @@ def _read(workspace: Workspace, target: Target, offset: int, limit: int) -> Tool
     return ToolResult.success(content, f"read {target.shown} (lines {offset}-{last})")
 
 
+def _open_file(workspace: Workspace, target: Target, hint: str = "") -> int:
+    """A regular file opened for reading (a directory is refused before anything is read)."""
+    fd = workspace.open(target, os.O_RDONLY)
+    if stat.S_ISDIR(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ToolError(f"{target.shown} is a directory{hint}")
+    return fd
+
+
+async def in_thread(target: Target, work: Callable[..., T], *args: Any) -> T:
+    """Blocking file work off the event loop; an OSError is a failure the model reads."""
+    try:
+        return await asyncio.to_thread(work, *args)
+    except OSError as exc:
+        raise ToolError(f"{target.shown}: {os_reason(exc)}") from None
+
+
 class WriteTool(FileTool):
     name = "write"
     parallel_safe = False
@@ -131,7 +150,7 @@ class WriteTool(FileTool):
         workspace = self.workspace(ctx)
         target = workspace.resolve(path)
         data = content.encode("utf-8", "surrogatepass")
-        await asyncio.to_thread(_write, workspace, target, data, True)
+        await in_thread(target, _write, workspace, target, data, True)
         return ToolResult.success(f"Wrote {len(data)} bytes to {target.shown}.")
 
 
@@ -182,14 +201,12 @@ class EditTool(FileTool):
             raise ToolError("oldText must not be empty")
         workspace = self.workspace(ctx)
         target = workspace.resolve(path)
-        return await asyncio.to_thread(_edit, workspace, target, old, new)
+        return await in_thread(target, _edit, workspace, target, old, new)
 
 
 def _edit(workspace: Workspace, target: Target, old: str, new: str) -> ToolResult:
-    fd = workspace.open(target, os.O_RDONLY)
+    fd = _open_file(workspace, target)
     with os.fdopen(fd, "rb") as raw:
-        if stat.S_ISDIR(os.fstat(raw.fileno()).st_mode):
-            raise ToolError(f"{target.shown} is a directory")
         data = raw.read(EDIT_MAX_BYTES + 1)
     if len(data) > EDIT_MAX_BYTES:
         raise ToolError(f"{target.shown} is larger than {EDIT_MAX_BYTES} bytes; edit takes less")
@@ -244,7 +261,7 @@ class LsTool(FileTool):
         path = Args(self.name, args).string("path", default=".") or "."
         workspace = self.workspace(ctx)
         target = workspace.resolve(path)
-        return await asyncio.to_thread(_list, target)
+        return await in_thread(target, _list, target)
 
 
 def _list(target: Target) -> ToolResult:
@@ -295,12 +312,13 @@ class FindTool(FileTool):
         workspace = self.workspace(ctx)
         target = workspace.resolve(a.string("path", default=".") or ".")
         root = workspace.real_root()
-        return await asyncio.to_thread(_find, root, target, pattern)
+        return await in_thread(target, _find, root, target, pattern)
 
 
 def _find(root: Path, base: Target, pattern: str) -> ToolResult:
     if not base.path.is_dir():
         raise ToolError(f"{base.shown} is not a directory")
+    matches = _matcher(pattern)
     found: list[str] = []
     visited = 0
     complete = True
@@ -309,8 +327,7 @@ def _find(root: Path, base: Target, pattern: str) -> ToolResult:
         here = Path(directory)
         for name, is_dir in [(d, True) for d in dirs] + [(f, False) for f in sorted(files)]:
             visited += 1
-            relative = (here / name).relative_to(base.path).as_posix()
-            if _matches(pattern, name, relative):
+            if matches(name, (here / name).relative_to(base.path).as_posix()):
                 found.append(Workspace.shown(root, here / name) + ("/" if is_dir else ""))
             if len(found) >= FIND_MAX_RESULTS or visited >= FIND_MAX_VISITED:
                 complete = False
@@ -326,12 +343,39 @@ def _find(root: Path, base: Target, pattern: str) -> ToolResult:
     return ToolResult.success(content, f"find {pattern!r}: {len(found)} results")
 
 
-def _matches(pattern: str, name: str, relative: str) -> bool:
+def _matcher(pattern: str) -> Callable[[str, str], bool]:
+    """(name, relative path) -> whether it matches: a pattern without '/' tests the name, one
+    with '/' the path, where '*' and '?' stay within one path segment and '**/' spans any."""
     if "/" not in pattern:
-        return fnmatchcase(name, pattern)
-    if fnmatchcase(relative, pattern):
-        return True
-    return pattern.startswith("**/") and fnmatchcase(relative, pattern[3:])
+        return lambda name, relative: fnmatchcase(name, pattern)
+    regex = re.compile(_glob_regex(pattern))
+    return lambda name, relative: regex.fullmatch(relative) is not None
+
+
+def _glob_regex(pattern: str) -> str:
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and (end := pattern.find("]", i + 2)) > 0:
+            inside = pattern[i + 1 : end]
+            inside = "^" + inside[1:] if inside.startswith("!") else inside
+            out.append("[" + inside.replace("\\", "\\\\") + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return "".join(out)
 
 
 FILE_TOOLS = (ReadTool(), WriteTool(), EditTool(), LsTool(), FindTool())
