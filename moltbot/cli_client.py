@@ -19,6 +19,7 @@ from typing import Any, TextIO
 import aiohttp
 
 from moltbot.cli import CliError
+from moltbot.cli_approvals import Approver, approval_mode
 from moltbot.client import Event, GatewayClient, GatewayClosed, GatewayError
 
 DEFAULT_AGENT_TIMEOUT = 600
@@ -44,6 +45,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         type=_seconds,
         default=DEFAULT_AGENT_TIMEOUT,
         help=f"run timeout in seconds (default {DEFAULT_AGENT_TIMEOUT})",
+    )
+    answers = agent.add_mutually_exclusive_group()
+    answers.add_argument(
+        "--approve", action="store_true", help="allow every command of this run that needs approval"
+    )
+    answers.add_argument(
+        "--deny", action="store_true", help="deny every command of this run that needs approval"
     )
     _add_target_args(agent)
     agent.set_defaults(func=cmd_agent)
@@ -123,10 +131,12 @@ async def run_agent(args: argparse.Namespace, target: Target, out: TextIO) -> in
         params["sessionKey"] = args.session_key
     printer = ReplyPrinter(params["idempotencyKey"], out)
     client = await _connect(target)
+    mode = approval_mode(args.approve, args.deny, interactive=sys.stdin.isatty())
+    approver = Approver(client, params["idempotencyKey"], mode)
     try:
         final = client.start("agent", params, expect_final=True)
         async with asyncio.timeout(args.timeout + ANSWER_MARGIN_SECONDS):
-            result = await _stream_until(client, final, printer)
+            result = await _stream_until(client, final, printer, approver)
     except TimeoutError:
         raise CliError("no answer from the gateway in time") from None
     except GatewayError as exc:
@@ -138,6 +148,7 @@ async def run_agent(args: argparse.Namespace, target: Target, out: TextIO) -> in
     except GatewayClosed as exc:
         raise CliError(f"gateway closed the connection: {exc.reason or exc.code}") from None
     finally:
+        await approver.close()
         await client.close()
     printer.finish(_final_text(result))
     meta = (result.get("result") or {}).get("meta") or {} if isinstance(result, dict) else {}
@@ -150,9 +161,10 @@ async def run_agent(args: argparse.Namespace, target: Target, out: TextIO) -> in
 
 
 async def _stream_until(
-    client: GatewayClient, final: asyncio.Future[Any], printer: ReplyPrinter
+    client: GatewayClient, final: asyncio.Future[Any], printer: ReplyPrinter, approver: Approver
 ) -> Any:
-    """Print the run's text as its events arrive, until the final answer."""
+    """Print the run's text as its events arrive (and answer its approvals), until the final
+    answer."""
     while not final.done():
         next_event = asyncio.ensure_future(client.next_event())
         await asyncio.wait({next_event, final}, return_when=asyncio.FIRST_COMPLETED)
@@ -163,6 +175,7 @@ async def _stream_until(
         if event is None:  # closed: `final` fails with GatewayClosed
             break
         printer.show(event)
+        approver.show(event)
     for event in client.queued_events():
         printer.show(event)
     return await final
