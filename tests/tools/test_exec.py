@@ -356,8 +356,10 @@ async def test_approvals_need_the_approvals_scope(state_dir, workspace, start_ga
         assert unknown.value.message == 'unknown or already resolved approval id "nope"'
         assert "decision" in bad.value.message
         async with aiohttp.ClientSession() as http:
-            for scopes, allowed in ((["operator.read", "operator.write"], False),
-                                    (["operator.approvals"], True)):  # fmt: skip
+            for scopes, allowed in (
+                (["operator.read", "operator.write"], False),
+                (["operator.approvals"], True),
+            ):
                 ws = await http.ws_connect(gateway.ws_url)
                 probe = Probe(ws)
                 assert (await probe.hello(scopes=scopes))["ok"]
@@ -445,3 +447,30 @@ async def test_sandbox_bwrap_without_bwrap_fails_closed(
     (output,) = await exec_results(state_dir, workspace, start_gateway, config, "touch x")
     assert output.startswith("error: tools.exec.sandbox is bwrap but /usr/bin/bwrap is not")
     assert not (workspace / "x").exists()
+
+
+async def test_approval_events_reach_only_sockets_that_may_answer(
+    state_dir, workspace, start_gateway
+):
+    config = ExecConfig(security="full", ask="always", sandbox="off")
+    async with ToolUpstream(in_order(run_exec("echo hi"))) as up:
+        gateway = await start_gateway(tool_config(state_dir, up, workspace, exec_config=config))
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(gateway.ws_url)
+            reader = Probe(ws)
+            hello = await reader.hello(scopes=["operator.read", "operator.write"])
+            assert "exec.approval.requested" in hello["payload"]["features"]["events"]
+            approver = await operator(gateway)
+            try:
+                reply = asyncio.create_task(chat(gateway))
+                event = await next_event(approver, "exec.approval.requested")
+                await approver.request(
+                    "exec.approval.resolve", {"id": event.payload["id"], "decision": "allow-once"}
+                )
+                assert answer_text(await reply) == "done"
+                await reader.request("health")  # whatever was sent to it before has arrived
+            finally:
+                await approver.close()
+                await ws.close()
+    assert up.requests[1].tool_results() == ["hi\n\n[exit code 0]"]
+    assert [e for e in reader.events if e.get("event", "").startswith("exec.approval.")] == []
