@@ -19,7 +19,8 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# System packages first (Chromium for the browser tests; a no-op once installed).
+# System packages first (Chromium for the browser tests, bubblewrap for the sandbox tests;
+# a no-op once installed).
 test: lint
 	bash scripts/install-test-deps.sh
 	$(BIN)/python -m pytest
