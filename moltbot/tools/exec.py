@@ -118,17 +118,18 @@ class ExecTool:
         config = self.config
         if config.security == "deny":
             raise ToolError("running commands is disabled (tools.exec.security is deny)")
-        words, syntax = split_command(command)
-        binary = resolve_binary(words[0], cwd, env) if words and syntax is None else None
         if config.security == "full":
+            binary = single_binary(command, cwd, env)
             if config.ask == "always" and not (binary and ctx.approvals.allowed_always(binary)):
                 return Plan((SHELL, "-c", command), binary, "tools.exec.ask is always")
             return Plan((SHELL, "-c", command), binary, None)
+        words, syntax = split_command(command)
         if syntax is not None:
             raise ToolError(
                 f"{syntax} is not allowed with tools.exec.security allowlist: run one command "
                 "with its arguments (no pipes, redirects, chaining or subshells)"
             )
+        binary = resolve_binary(words[0], cwd, env)
         if binary is None:
             raise ToolError(f"command not found: {words[0]}")
         argv = (binary, *words[1:])
@@ -193,6 +194,16 @@ def split_command(command: str) -> tuple[list[str], str | None]:
     if not words:
         raise ToolError("command must not be empty")
     return words, None
+
+
+def single_binary(command: str, cwd: Path, env: Mapping[str, str]) -> str | None:
+    """The binary of a command line that is one simple command (what allow-always can
+    remember), else None. The shell, not us, decides what a full-mode line means."""
+    try:
+        words, syntax = split_command(command)
+    except ToolError:
+        return None
+    return resolve_binary(words[0], cwd, env) if syntax is None else None
 
 
 def resolve_binary(word: str, cwd: Path, env: Mapping[str, str]) -> str | None:
