@@ -25,6 +25,8 @@ from moltbot.config.model import (
     ModelsConfig,
     ProviderConfig,
     RateLimitConfig,
+    ToolRules,
+    ToolsConfig,
 )
 from moltbot.gateway.server import build_app, make_runner
 from moltbot.gateway.state import RUNTIME_KEY
@@ -45,9 +47,11 @@ def make_config(
     primary: str | None = None,
     fallbacks: tuple[str, ...] | None = None,
     rate_limit: RateLimitConfig | None = None,
+    tools: ToolsConfig | None = None,
     **overrides: Any,
 ) -> Config:
-    """A complete Config in code. `overrides` go to GatewayConfig or AgentDefaults by name."""
+    """A complete Config in code. `overrides` go to GatewayConfig or AgentDefaults by name;
+    `tools` defaults to a fresh config's (the agent's file tools)."""
     gateway_fields = {f.name for f in dataclasses.fields(GatewayConfig)}
     gateway_kw = {k: v for k, v in overrides.items() if k in gateway_fields}
     defaults_kw = {k: v for k, v in overrides.items() if k not in gateway_fields}
@@ -60,8 +64,14 @@ def make_config(
             defaults=AgentDefaults(model=ModelChoice(primary, fallbacks), **defaults_kw),
             list=agents,
         ),
+        tools=tools or ToolsConfig(),
         state_dir=state_dir,
     )
+
+
+# For tests of client tools: the agent offers none of its own, so what reaches the model is
+# exactly what the client sent.
+NO_AGENT_TOOLS = ToolsConfig(rules=ToolRules(deny=("*",)))
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -42,17 +41,16 @@ def tool_config(
     agents: tuple[AgentConfig, ...] = (),
     **overrides: Any,
 ) -> Config:
-    config = make_config(
+    return make_config(
         state_dir,
         providers=(tool_provider(up),),
         primary="up/m1",
         workspace=workspace,
         max_tool_rounds=max_tool_rounds,
         agents=agents,
+        tools=ToolsConfig(rules, exec_config or ExecConfig(sandbox="off"), web or WebFetchConfig()),
         **overrides,
     )
-    tools = ToolsConfig(rules, exec_config or ExecConfig(sandbox="off"), web or WebFetchConfig())
-    return dataclasses.replace(config, tools=tools)
 
 
 async def chat(

@@ -4,10 +4,13 @@ agent's, streaming, tool events on a following WebSocket, errors as results, usa
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from typing import Any
 
 import aiohttp
+import openai
+import pytest
 
 from moltbot.client import GatewayClient
 from moltbot.config.model import AgentConfig, ToolRules
@@ -265,3 +268,69 @@ def test_tool_start_events_bound_their_arguments() -> None:
     assert data["argsTruncated"] is True and data["args"] == long[:TOOL_EVENT_ARGS_CHARS]
     assert event_data(ToolStarted("c2", "read", "{bad"))["args"] == "{bad"
     assert event_data(ToolStarted("c3", "ls", ""))["args"] == {}
+
+
+async def test_responses_client_tools_beside_agent_tools(state_dir, workspace, start_gateway):
+    (workspace / "city.txt").write_text("Oslo")
+    first = Reply(
+        text="Checking.",
+        calls=(Call("read", {"path": "city.txt"}), Call("get_weather", {"city": "Oslo"})),
+    )
+    weather = {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}
+    clash = {"type": "function", "name": "ls", "parameters": {"type": "object"}}
+    async with ToolUpstream(in_order(first, then="It rains in Oslo.")) as up:
+        config = tool_config(state_dir, up, workspace)
+        http = dataclasses.replace(config.gateway.http, responses_enabled=True)
+        config = dataclasses.replace(config, gateway=dataclasses.replace(config.gateway, http=http))
+        gateway = await start_gateway(config)
+        async with gateway.openai() as client:
+            response = await client.responses.create(
+                model="moltbot", input="weather?", tools=[weather]
+            )
+            calls = [item for item in response.output if item.type == "function_call"]
+            assert [(c.name, c.arguments) for c in calls] == [("get_weather", '{"city": "Oslo"}')]
+            follow = await client.responses.create(
+                model="moltbot",
+                previous_response_id=response.id,
+                input=[
+                    {"type": "function_call_output", "call_id": calls[0].call_id, "output": "rain"}
+                ],
+                tools=[weather],
+            )
+            with pytest.raises(openai.BadRequestError) as refused:
+                await client.responses.create(model="moltbot", input="hi", tools=[clash])
+    assert response.output_text == "Checking."
+    assert follow.output_text == "It rains in Oslo."
+    assert [m["role"] for m in up.requests[1].messages] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "tool",
+    ]
+    assert refused.value.param == "tools" and refused.value.code == "tool_name_clash"
+
+
+async def test_a_client_resending_the_chat_after_tool_rounds_gets_each_turn_once(
+    state_dir, workspace, start_gateway
+):
+    script = in_order(Reply(text="Let me look.", calls=(Call("ls", {}),)), then="Found it.")
+    session = "agent:main:resend"
+    async with ToolUpstream(script) as up:
+        gateway = await start_gateway(tool_config(state_dir, up, workspace))
+        first = answer_text(await chat(gateway, "one", session=session))
+        assert first == "Let me look.\n\nFound it."
+        chat_so_far = [
+            {"role": "user", "content": "one"},
+            {"role": "assistant", "content": first},  # the reply as the client saw it
+            {"role": "user", "content": "two"},
+        ]
+        await chat(gateway, session=session, messages=chat_so_far)
+    wire = [(m["role"], m.get("content")) for m in up.requests[-1].messages[1:]]
+    assert wire == [
+        ("user", "one"),
+        ("assistant", "Let me look."),
+        ("tool", "(empty directory)"),
+        ("assistant", "Found it."),
+        ("user", "two"),
+    ]

@@ -26,6 +26,7 @@ from moltbot.agents.events import EventItem, TextChunk, ToolCallChunk
 from moltbot.agents.run import CONSUMER_STALL_SECONDS, now_ms
 from moltbot.agents.runtime import HISTORY_MESSAGES, AgentRuntime, InvalidTurn, Run, TurnRequest
 from moltbot.agents.sessions import ResponseRecord, SessionStoreError, StoredResponse
+from moltbot.content import Message
 from moltbot.gateway.access_log import tags
 from moltbot.gateway.errors import GatewayError, InvalidRequest, NotFound
 from moltbot.gateway.http.body import read_json
@@ -149,10 +150,22 @@ async def _session(
                 param="previous_response_id",
             )
     history = await runtime.store.prompt_history(previous.session_key, HISTORY_MESSAGES)
-    last = history[-1] if history else None
-    open_calls = {c.id for c in last.tool_calls} if last and last.role == "assistant" else set()
-    parsed.check_prior_results(frozenset(open_calls))
+    parsed.check_prior_results(open_calls(history))
     return _Session(previous.session_key, ephemeral=False, append=True)
+
+
+def open_calls(history: list[Message]) -> frozenset[str]:
+    """The calls of the session's last assistant message that no later tool result answers:
+    its client calls, after the agent's own calls of the same answer were answered."""
+    answered: set[str] = set()
+    for message in reversed(history):
+        if message.role == "tool":
+            answered.add(message.tool_call_id or "")
+        elif message.role == "assistant":
+            return frozenset(c.id for c in message.tool_calls if c.id not in answered)
+        else:
+            break
+    return frozenset()
 
 
 async def _previous(runtime: AgentRuntime, response_id: str) -> StoredResponse:
@@ -184,6 +197,8 @@ def _refused_param(request: web.Request, parsed: ResponsesRequest, exc: InvalidT
         return "input"  # an empty message, or images for a text-only model
     if exc.code == "model_not_allowed":
         return MODEL_HEADER
+    if exc.code == "tool_name_clash":
+        return "tools"
     # Else the session's agent is unknown or does not match the model's.
     if SESSION_KEY_HEADER in request.headers:
         return SESSION_KEY_HEADER

@@ -18,7 +18,7 @@ from agents import (
 )
 from agents.models import _openai_shared
 
-from tests.conftest import StartGateway
+from tests.conftest import NO_AGENT_TOOLS, StartGateway
 from tests.fake_upstreams import FakeCall, FakeOpenAI, RecordedRequest
 from tests.gateway.http.helpers import system_prompt
 from tests.gateway.http.responses_helpers import responses_config, tool_messages
@@ -45,7 +45,7 @@ async def test_an_agent_runs_its_function_tool_through_the_gateway(
     start_gateway: StartGateway, state_dir: Path, streamed: bool
 ) -> None:
     async with FakeOpenAI(reply=_answer) as up:
-        gateway = await start_gateway(responses_config(state_dir, up))
+        gateway = await start_gateway(responses_config(state_dir, up, tools=NO_AGENT_TOOLS))
         up.tool_calls([FakeCall("call_paris", "get_weather", '{"city": "Paris"}')])
         asked: list[str] = []
 

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from moltbot.config.model import AgentConfig, ImagesConfig
-from tests.conftest import StartGateway
+from tests.conftest import NO_AGENT_TOOLS, StartGateway
 from tests.fake_upstreams import FakeCall, FakeOpenAI, FakeUsage
 from tests.gateway.http.helpers import agent_of, system_prompt, turns, with_http
 from tests.gateway.http.responses_helpers import (
@@ -142,7 +142,7 @@ async def test_an_image_reaches_the_upstream(
 async def test_a_function_tool_round_trip(
     start_gateway: StartGateway, state_dir: Path, up: FakeOpenAI
 ) -> None:
-    gateway = await start_gateway(responses_config(state_dir, up))
+    gateway = await start_gateway(responses_config(state_dir, up, tools=NO_AGENT_TOOLS))
     up.tool_calls([FakeCall("call_w1", "get_weather", '{"city": "Paris"}')], text="Let me check.")
     up.stream(["Sunny", " in", " Paris."])
     question = {"role": "user", "content": "Weather in Paris?"}

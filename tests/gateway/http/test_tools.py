@@ -1,5 +1,6 @@
 """Client function tools on /v1/chat/completions, through the official `openai` SDK and the raw
-SSE wire, against fake OpenAI and Anthropic upstreams speaking their real tool formats."""
+SSE wire, against fake OpenAI and Anthropic upstreams speaking their real tool formats. The
+agent's own tools are off here (NO_AGENT_TOOLS): the fakes see exactly the client's tools."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import aiohttp
 import pytest
 
 from moltbot.client import GatewayClient
-from tests.conftest import TOKEN, StartGateway
+from tests.conftest import NO_AGENT_TOOLS, TOKEN, StartGateway
 from tests.fake_upstreams import (
     OMIT,
     ArgsStep,
@@ -62,7 +63,7 @@ def openai_call(call: FakeCall) -> dict[str, Any]:
 async def test_tool_round_trip(
     start_gateway: StartGateway, state_dir: Path, up: FakeOpenAI, mode: Mode
 ) -> None:
-    gateway = await start_gateway(upstream_config(state_dir, up))
+    gateway = await start_gateway(upstream_config(state_dir, up, tools=NO_AGENT_TOOLS))
     up.tool_calls([PARIS], fragment_chars=4)
     first = await ask(gateway, mode, messages=[user(QUESTION)], tools=[WEATHER])
     assert first.finish_reason == "tool_calls"
@@ -93,7 +94,7 @@ async def test_tool_round_trip_through_anthropic(
     start_gateway: StartGateway, state_dir: Path, mode: Mode
 ) -> None:
     async with FakeAnthropic() as up:
-        gateway = await start_gateway(upstream_config(state_dir, up))
+        gateway = await start_gateway(upstream_config(state_dir, up, tools=NO_AGENT_TOOLS))
         call = FakeCall("toolu_01", "get_weather", '{"city": "Paris", "unit": "c"}')
         up.tool_calls([call], text="Let me check.", fragment_chars=3)
         first = await ask(gateway, mode, messages=[user(QUESTION)], tools=[WEATHER])
@@ -148,7 +149,7 @@ async def test_call_ids_anthropic_would_refuse_are_mapped_consistently(
     """Ids from other servers (Kimi's `functions.get_weather:0`) break Anthropic's id pattern;
     a chat that has them still works there, each call still paired with its result."""
     async with FakeAnthropic() as up:
-        gateway = await start_gateway(upstream_config(state_dir, up))
+        gateway = await start_gateway(upstream_config(state_dir, up, tools=NO_AGENT_TOOLS))
         odd = [
             FakeCall("functions.get_weather:0", "get_weather", '{"city": "Paris"}'),
             FakeCall("functions.get_weather:1", "get_weather", '{"city": "Oslo"}'),
@@ -173,7 +174,7 @@ async def test_a_non_streamed_upstream_tool_answer(
 ) -> None:
     """A server that ignores `stream: true` and answers with one JSON document."""
     async with fake() as up:
-        gateway = await start_gateway(upstream_config(state_dir, up))
+        gateway = await start_gateway(upstream_config(state_dir, up, tools=NO_AGENT_TOOLS))
         calls = [PARIS, FakeCall("call_t1", "get_time", "{}")]
         up.tool_calls_json(calls, text="Two calls.")
         answer = await ask(
@@ -205,7 +206,7 @@ PARALLEL = [
 async def test_parallel_calls_reassemble_into_valid_json(
     start_gateway: StartGateway, state_dir: Path, up: FakeOpenAI, mode: Mode, interleave: bool
 ) -> None:
-    gateway = await start_gateway(upstream_config(state_dir, up))
+    gateway = await start_gateway(upstream_config(state_dir, up, tools=NO_AGENT_TOOLS))
     up.tool_calls(PARALLEL, fragment_chars=3, interleave=interleave)
     answer = await ask(gateway, mode, messages=[user("three at once")], tools=[WEATHER, CLOCK])
     assert answer.finish_reason == "tool_calls"
@@ -223,7 +224,7 @@ async def test_parallel_calls_reassemble_into_valid_json(
 async def test_parallel_calls_on_the_raw_sse_wire(
     start_gateway: StartGateway, state_dir: Path, up: FakeOpenAI
 ) -> None:
-    gateway = await start_gateway(upstream_config(state_dir, up))
+    gateway = await start_gateway(upstream_config(state_dir, up, tools=NO_AGENT_TOOLS))
     up.tool_calls(PARALLEL, fragment_chars=4, interleave=True)
     body = chat_body(
         user("three at once"),
@@ -274,7 +275,7 @@ async def test_parallel_calls_from_a_server_that_repeats_or_omits_the_index(
 ) -> None:
     """Gemini's OpenAI layer streams parallel calls each under index 0 (or none), a new id
     marking each new call: they must stay separate calls, not merge into invalid JSON."""
-    gateway = await start_gateway(upstream_config(state_dir, up))
+    gateway = await start_gateway(upstream_config(state_dir, up, tools=NO_AGENT_TOOLS))
     steps: list[Step] = []
     for index, call in enumerate(PARALLEL):
         steps.append(CallStart(index, call.id, call.name, wire_index=wire_index))
@@ -293,7 +294,7 @@ async def test_parallel_calls_through_anthropic_streamed(
     start_gateway: StartGateway, state_dir: Path
 ) -> None:
     async with FakeAnthropic() as up:
-        gateway = await start_gateway(upstream_config(state_dir, up))
+        gateway = await start_gateway(upstream_config(state_dir, up, tools=NO_AGENT_TOOLS))
         calls = [
             FakeCall("toolu_a", "get_weather", '{"city": "Paris"}'),
             FakeCall("toolu_b", "get_time", '{"zone": "UTC"}'),
@@ -369,7 +370,7 @@ async def test_tool_choice_and_parallel_calls_are_forwarded(
     start_gateway: StartGateway, state_dir: Path, fake: type[FakeUpstream]
 ) -> None:
     async with fake() as up:
-        gateway = await start_gateway(upstream_config(state_dir, up))
+        gateway = await start_gateway(upstream_config(state_dir, up, tools=NO_AGENT_TOOLS))
         for number, (fields, openai_fields, anthropic_choice) in enumerate(CHOICES):
             mode: Mode = MODES[number % len(MODES)]
             reply = await ask(
@@ -413,7 +414,7 @@ async def test_tools_across_a_stored_session(
         routing = {"user": "alice"}
     tools = [WEATHER, CLOCK]
     async with fake() as up:
-        gateway = await start_gateway(upstream_config(state_dir, up))
+        gateway = await start_gateway(upstream_config(state_dir, up, tools=NO_AGENT_TOOLS))
         up.tool_calls([PARIS, NOON], fragment_chars=6)
         first = await ask(
             gateway, "async-stream", messages=[user(QUESTION)], tools=tools, **routing
