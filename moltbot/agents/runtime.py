@@ -396,4 +396,3 @@ def same_ref(a: str, b: str) -> bool:
     provider_a, _, model_a = a.partition("/")
     provider_b, _, model_b = b.partition("/")
     return provider_a.strip().lower() == provider_b.strip().lower() and model_a == model_b
-
