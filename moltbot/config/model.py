@@ -83,13 +83,29 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """Bounds on sockets, below HTTP: open connections in all and per client address, and how
+    long a client may take to send a request's headers and its body."""
+
+    max_connections: int = 1000
+    max_connections_per_ip: int = 256
+    headers_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     port: int = DEFAULT_PORT
     # "loopback" (127.0.0.1), "lan" (0.0.0.0) or an explicit IP address.
     bind: str = "loopback"
     auth: AuthConfig = field(default_factory=AuthConfig)
     trusted_proxies: tuple[str, ...] = ()
+    # Browser origins allowed besides the gateway's own, normalised: "https://chat.example.com".
+    allowed_origins: tuple[str, ...] = ()
+    # Host names accepted besides localhost, 127.0.0.1 and [::1], lower case, without a port.
+    allowed_hosts: tuple[str, ...] = ()
     http: HttpConfig = field(default_factory=HttpConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     control_ui: ControlUiConfig = field(default_factory=ControlUiConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     # After SIGTERM: this long still serving with /readyz at 503, so load balancers move away

@@ -37,7 +37,7 @@ def redacted(config: Config) -> dict[str, object]:
 
 
 def _gateway(gateway: GatewayConfig) -> dict[str, object]:
-    auth, limit = gateway.auth, gateway.auth.rate_limit
+    auth, limit, limits = gateway.auth, gateway.auth.rate_limit, gateway.limits
     rate_limit = {
         "maxAttempts": limit.max_attempts,
         "windowMs": limit.window_ms,
@@ -50,6 +50,8 @@ def _gateway(gateway: GatewayConfig) -> dict[str, object]:
         "bind": gateway.bind,
         "auth": {"mode": auth.mode, **_present(secrets), "rateLimit": rate_limit},
         "trustedProxies": list(gateway.trusted_proxies),
+        "allowedOrigins": list(gateway.allowed_origins),
+        "allowedHosts": list(gateway.allowed_hosts),
         "http": {
             "maxBodyBytes": gateway.http.max_body_bytes,
             "endpoints": {
@@ -61,6 +63,12 @@ def _gateway(gateway: GatewayConfig) -> dict[str, object]:
                 "allowedHosts": list(gateway.http.images.allowed_hosts),
                 "timeoutSeconds": gateway.http.images.timeout_seconds,
             },
+        },
+        "limits": {
+            "maxConnections": limits.max_connections,
+            "maxConnectionsPerIp": limits.max_connections_per_ip,
+            "headersTimeoutSeconds": limits.headers_timeout_seconds,
+            "bodyTimeoutSeconds": limits.body_timeout_seconds,
         },
         "controlUi": {
             "enabled": gateway.control_ui.enabled,

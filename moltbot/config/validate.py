@@ -36,6 +36,7 @@ from moltbot.config.model import (
     RateLimitConfig,
     SessionConfig,
 )
+from moltbot.config.network import as_host_names, as_origin_list, limits_section
 from moltbot.config.providers import models_section
 from moltbot.config.tools import tools_section
 from moltbot.config.wording import describe, quote
@@ -47,7 +48,10 @@ GATEWAY_KEYS = (
     "bind",
     "auth",
     "trustedProxies",
+    "allowedOrigins",
+    "allowedHosts",
     "http",
+    "limits",
     "controlUi",
     "metrics",
     "shutdownDelaySeconds",
@@ -162,7 +166,10 @@ def _gateway_section(node: Node) -> GatewayConfig:
             bind=node.get("bind", _as_bind),
             auth=node.section("auth", _auth_section),
             trusted_proxies=node.get("trustedProxies", _as_ip_list),
+            allowed_origins=node.get("allowedOrigins", as_origin_list),
+            allowed_hosts=node.get("allowedHosts", as_host_names),
             http=node.section("http", _http_section),
+            limits=node.section("limits", limits_section),
             control_ui=node.section("controlUi", _control_ui_section),
             metrics=node.section("metrics", _metrics_section),
             shutdown_delay_seconds=node.get("shutdownDelaySeconds", as_number),

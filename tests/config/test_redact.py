@@ -127,3 +127,17 @@ def test_config_show_prints_no_secret_of_a_base_url(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "SECRET" not in result.stdout
     assert "https://***@llm.example/v1?token=***" in result.stdout
+
+
+def test_redacted_shows_the_network_keys(tmp_path: Path) -> None:
+    text = """{gateway: {allowedOrigins: ["https://Chat.example.com"], allowedHosts: ["gw.example"],
+        limits: {maxConnections: 100, headersTimeoutSeconds: 5}}}"""
+    gateway = redacted(load(tmp_path, text).config)["gateway"]
+    assert gateway["allowedOrigins"] == ["https://chat.example.com"]
+    assert gateway["allowedHosts"] == ["gw.example"]
+    assert gateway["limits"] == {
+        "maxConnections": 100,
+        "maxConnectionsPerIp": 256,
+        "headersTimeoutSeconds": 5.0,
+        "bodyTimeoutSeconds": 30.0,
+    }

@@ -601,3 +601,89 @@ def test_model_refs_must_name_a_configured_provider(tmp_path: Path) -> None:
     )
     assert problem_at(error, "agents.list[0].model.primary").startswith('unknown provider "nope"')
     assert len(error.problems) == 2
+
+
+# --- browsers and connections ----------------------------------------------------------------
+
+
+def test_allowed_origins_are_normalised(tmp_path: Path) -> None:
+    text = """{gateway: {allowedOrigins: [
+        "https://Chat.Example.com", "http://localhost:3000/", "https://a.example:443",
+        "http://[::1]:8080", "http://127.0.0.1:80"]}}"""
+    assert load(tmp_path, text).config.gateway.allowed_origins == (
+        "https://chat.example.com",
+        "http://localhost:3000",
+        "https://a.example",
+        "http://[::1]:8080",
+        "http://127.0.0.1",
+    )
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "chat.example.com",
+        "ftp://chat.example.com",
+        "https://chat.example.com/app",
+        "https://chat.example.com?x=1",
+        "https://user:pw@chat.example.com",
+        "https://chat.example.com:99999",
+        "null",
+        "https://",
+    ],
+)
+def test_allowed_origins_must_be_scheme_host_and_port(tmp_path: Path, origin: str) -> None:
+    error = load_error(tmp_path, json.dumps({"gateway": {"allowedOrigins": [origin]}}))
+    assert problem_at(error, "gateway.allowedOrigins[0]").startswith(
+        'expected an origin such as "https://chat.example.com"'
+    )
+
+
+def test_a_wildcard_origin_is_refused_with_a_hint(tmp_path: Path) -> None:
+    error = load_error(tmp_path, '{gateway: {allowedOrigins: ["*"]}}')
+    assert "wildcards are not supported" in problem_at(error, "gateway.allowedOrigins[0]")
+
+
+def test_allowed_hosts_are_normalised(tmp_path: Path) -> None:
+    text = '{gateway: {allowedHosts: ["Gateway.Example.com", "10.0.0.5", "2001:db8::1", "[::2]"]}}'
+    assert load(tmp_path, text).config.gateway.allowed_hosts == (
+        "gateway.example.com",
+        "10.0.0.5",
+        "[2001:db8::1]",
+        "[::2]",
+    )
+
+
+@pytest.mark.parametrize(
+    ("host", "hint"),
+    [
+        ("https://gateway.example.com", "(a host name, not a URL)"),
+        ("gateway.example.com:443", "(without a port: any port is accepted)"),
+        ("bad host", ""),
+        ("*.example.com", ""),
+    ],
+)
+def test_allowed_hosts_must_be_names(tmp_path: Path, host: str, hint: str) -> None:
+    error = load_error(tmp_path, json.dumps({"gateway": {"allowedHosts": [host]}}))
+    message = problem_at(error, "gateway.allowedHosts[0]")
+    assert message.startswith('expected a host name such as "gateway.example.com"')
+    assert hint in message
+
+
+def test_limits_are_read_and_checked(tmp_path: Path) -> None:
+    text = """{gateway: {limits: {maxConnections: 500, maxConnectionsPerIp: 50,
+        headersTimeoutSeconds: 5, bodyTimeoutSeconds: 120.5}}}"""
+    limits = load(tmp_path, text).config.gateway.limits
+    assert (limits.max_connections, limits.max_connections_per_ip) == (500, 50)
+    assert (limits.headers_timeout_seconds, limits.body_timeout_seconds) == (5.0, 120.5)
+    text = """{gateway: {limits: {maxConnections: 0, maxConnectionsPerIp: "10",
+        headersTimeoutSeconds: 0.5, bodyTimeoutSeconds: -1, maxHandshakes: 1}}}"""
+    error = load_error(tmp_path, text)
+    def problem(key: str) -> str:
+        return problem_at(error, f"gateway.limits.{key}")
+
+    assert problem("maxConnections") == "expected a positive integer, got integer 0"
+    assert problem("maxConnectionsPerIp").startswith("expected a positive integer")
+    assert problem("headersTimeoutSeconds") == "expected a number >= 1, got number 0.5"
+    assert problem("bodyTimeoutSeconds").startswith("expected a number >= 1")
+    assert problem("maxHandshakes").startswith("unknown key")
