@@ -1,4 +1,5 @@
-"""Shared-secret auth for HTTP and the WS handshake, with a failed-attempt limit per client IP."""
+"""Shared-secret auth for HTTP and the WS handshake, with a failed-attempt limit per client IP,
+and who the client is: the socket's peer, or what trusted proxies forward."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
 from moltbot.config.model import AuthConfig, RateLimitConfig
 from moltbot.gateway.errors import RateLimited, Unauthorized
@@ -26,17 +28,52 @@ def is_loopback(ip: str) -> bool:
         return False
 
 
-def client_ip(request: web.Request, trusted_proxies: frozenset[str]) -> str:
-    """The client's address: the socket peer, or, when the peer is a trusted proxy, the nearest
-    untrusted address in X-Forwarded-For (X-Real-IP as a fallback)."""
+def normalize_ip(text: str) -> str | None:
+    """`text` as an IP address in its short form (an IPv4-mapped IPv6 address as IPv4), or None
+    when it is not one."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def socket_ip(request: web.Request) -> str:
+    """The socket's peer address (a dual-stack listener shows IPv4 peers as ::ffff:a.b.c.d)."""
     peer = request.remote or ""
-    if peer not in trusted_proxies:
-        return peer
-    forwarded = [part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",")]
-    for hop in reversed([f for f in forwarded if f]):
-        if hop not in trusted_proxies:
-            return hop
-    return request.headers.get("X-Real-IP", "").strip() or peer
+    return (normalize_ip(peer) or peer) if peer.startswith("::ffff:") else peer
+
+
+def forwarded_client(headers: CIMultiDictProxy[str], trusted: frozenset[str]) -> str | None:
+    """The client address that trusted proxies report, or None when they report none usable.
+
+    X-Forwarded-For is read right to left: each proxy appends the address it was connected from,
+    so the first entry that is not a trusted proxy is the client, and whatever lies to its left
+    was written by that client and is ignored. X-Real-IP counts only without X-Forwarded-For."""
+    values = headers.getall("X-Forwarded-For", ())
+    if not values:
+        real_ip = headers.get("X-Real-IP")
+        return _hop_address(real_ip) if real_ip else None
+    address = None
+    for hop in reversed(",".join(values).split(",")):
+        address = _hop_address(hop)
+        if address is None:
+            return None  # not an address where a proxy's entry should be: do not guess
+        if address not in trusted:
+            return address
+    return address  # every hop is a trusted proxy: the first one made the request
+
+
+def _hop_address(hop: str) -> str | None:
+    """One X-Forwarded-For entry: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`, `[2001:db8::1]:80`."""
+    hop = hop.strip()
+    if hop.startswith("["):
+        hop = hop[1:].partition("]")[0]
+    elif hop.count(":") == 1:
+        hop = hop.partition(":")[0]
+    return normalize_ip(hop)
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -102,15 +139,14 @@ class Authenticator:
     def __init__(self, auth: AuthConfig, trusted_proxies: Iterable[str] = ()) -> None:
         self._secret = _secret_bytes(auth.secret or "")
         self._exempt_loopback = auth.rate_limit.exempt_loopback
-        self.trusted_proxies = frozenset(trusted_proxies)
+        self.trusted_proxies = frozenset(normalize_ip(p) or p for p in trusted_proxies)
         self.limiter = FailureLimiter(auth.rate_limit)
 
-    def check(self, presented: str | None, ip: str, *, direct: bool = True) -> None:
+    def check(self, presented: str | None, ip: str, *, exemptable: bool = True) -> None:
         """Raise `RateLimited` or `Unauthorized`, or return when the secret matches.
 
-        `direct`: the request came straight from the client, not through an untrusted proxy on
-        this host (whose clients would otherwise all share the loopback exemption)."""
-        limited = not self._exempt(ip, direct)
+        `exemptable`: the loopback exemption may apply (see `client`)."""
+        limited = not self._exempt(ip, exemptable)
         if limited and (wait := self.limiter.retry_after(ip)) is not None:
             raise RateLimited(wait)
         if (
@@ -124,22 +160,31 @@ class Authenticator:
             self.limiter.record_failure(ip)
         raise Unauthorized()
 
-    def note_failure(self, ip: str, *, direct: bool = True) -> None:
+    def note_failure(self, ip: str, *, exemptable: bool = True) -> None:
         """Count a failed attempt that never got as far as a secret (e.g. a broken handshake)."""
-        if not self._exempt(ip, direct):
+        if not self._exempt(ip, exemptable):
             self.limiter.record_failure(ip)
 
-    def _exempt(self, ip: str, direct: bool) -> bool:
-        return self._exempt_loopback and direct and is_loopback(ip)
+    def _exempt(self, ip: str, exemptable: bool) -> bool:
+        return self._exempt_loopback and exemptable and is_loopback(ip)
 
     def client(self, request: web.Request) -> tuple[str, bool]:
-        """(client IP, whether it connected directly) for `check` and `note_failure`."""
-        ip = client_ip(request, self.trusted_proxies)
-        proxied = request.remote not in self.trusted_proxies and any(
-            h in request.headers for h in FORWARDING_HEADERS
-        )
-        return ip, not proxied
+        """(client IP, exemptable) for `check` and `note_failure`.
+
+        The IP is the socket's peer, or the address trusted proxies forward for it; forwarding
+        headers from anyone else are ignored, so they cannot pick a lockout key. Exemptable
+        means a local program talking to us directly: not forwarded (a proxy on this host would
+        exempt everyone behind it), and not from a browser page (any request with `Origin`),
+        which must never get unlimited guesses just because the browser runs here."""
+        peer = socket_ip(request)
+        headers = request.headers
+        if peer in self.trusted_proxies:
+            forwarded = forwarded_client(headers, self.trusted_proxies)
+            if forwarded is not None:
+                return forwarded, False
+        exemptable = "Origin" not in headers and not any(h in headers for h in FORWARDING_HEADERS)
+        return peer, exemptable
 
     def check_request(self, request: web.Request) -> None:
-        ip, direct = self.client(request)
-        self.check(bearer_token(request), ip, direct=direct)
+        ip, exemptable = self.client(request)
+        self.check(bearer_token(request), ip, exemptable=exemptable)

@@ -76,7 +76,7 @@ def _socket(options: WsOptions) -> web.WebSocketResponse:
 async def turn_away(request: web.Request, hub: Hub, peer: Peer) -> web.WebSocketResponse:
     """Too many handshakes pending (in all, or from this address): close at once with 1013,
     reading no more than a small close frame. It counts as a failed attempt."""
-    request.app[AUTH_KEY].note_failure(peer.ip, direct=peer.direct)
+    request.app[AUTH_KEY].note_failure(peer.ip, exemptable=peer.exemptable)
     log.debug("ws handshake refused: too many pending", ip=peer.ip, pending=len(hub.handshakes))
     ws = web.WebSocketResponse(
         heartbeat=None,

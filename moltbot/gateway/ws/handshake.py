@@ -50,7 +50,7 @@ class Peer:
     """Who connected, as the rate limit sees it (`Authenticator.client`)."""
 
     ip: str
-    direct: bool  # not through an untrusted proxy on this host
+    exemptable: bool  # may get the loopback exemption: a local program, not proxied or a page
 
 
 class HandshakeFailed(Exception):
@@ -139,7 +139,7 @@ def refuse(
     frame: RequestFrame | None,
 ) -> None:
     if not failed.counted:
-        authenticator.note_failure(peer.ip, direct=peer.direct)
+        authenticator.note_failure(peer.ip, exemptable=peer.exemptable)
     if failed.error is not None and frame is not None:
         conn.send_response(frame.id, False, error=failed.error)
     if failed.close_code is not None:
@@ -194,7 +194,7 @@ def authenticate(
     The authenticator counts a wrong secret itself, and not a locked-out client's attempt."""
     presented = connect.token if auth.mode == "token" else connect.password
     try:
-        authenticator.check(presented, peer.ip, direct=peer.direct)
+        authenticator.check(presented, peer.ip, exemptable=peer.exemptable)
     except RateLimited as exc:
         seconds = int(exc.headers.get("Retry-After", "1"))
         error = invalid_request(

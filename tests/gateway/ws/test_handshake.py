@@ -382,9 +382,9 @@ class StopOnCheck(Authenticator):
         super().__init__(app[CONFIG_KEY].gateway.auth)
         self._hub = app[HUB_KEY]
 
-    def check(self, presented: str | None, ip: str, *, direct: bool = True) -> None:
+    def check(self, presented: str | None, ip: str, *, exemptable: bool = True) -> None:
         self._hub.shutdown()
-        super().check(presented, ip, direct=direct)
+        super().check(presented, ip, exemptable=exemptable)
 
 
 async def test_a_handshake_ending_after_the_stop_began_is_told_at_once(

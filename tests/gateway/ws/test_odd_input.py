@@ -154,7 +154,7 @@ async def test_lone_surrogates_in_frame_ids_and_method_names_are_echoed_safely(
 class BrokenAuthenticator(Authenticator):
     """An auth backend with a bug: whatever it raises must not reach the HTTP layer."""
 
-    def check(self, presented: str | None, ip: str, *, direct: bool = True) -> None:
+    def check(self, presented: str | None, ip: str, *, exemptable: bool = True) -> None:
         raise RuntimeError("auth backend bug")
 
 
