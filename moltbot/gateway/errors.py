@@ -61,6 +61,23 @@ class RateLimited(GatewayError):
         )
 
 
+class Forbidden(GatewayError):
+    status = 403
+    type = "permission_error"
+
+
+class RequestTimeout(GatewayError):
+    status = 408
+    type = "invalid_request_error"
+
+
+class MisdirectedRequest(GatewayError):
+    """The Host header names a server this gateway does not answer for (DNS rebinding)."""
+
+    status = 421
+    type = "invalid_request_error"
+
+
 class NotFound(GatewayError):
     status = 404
     type = "invalid_request_error"

@@ -16,11 +16,17 @@ from moltbot.agents.sessions import SessionStore
 from moltbot.config.model import AuthMode, Config
 from moltbot.gateway.access_log import access_log_middleware
 from moltbot.gateway.auth import Authenticator, is_loopback
+from moltbot.gateway.connections import ConnectionGuard, GatewayRunner, raise_open_files_limit
 from moltbot.gateway.errors import error_middleware
 from moltbot.gateway.http.models import get_model, list_models
 from moltbot.gateway.http.openai import chat_completions
 from moltbot.gateway.http.responses import create_response, get_response
 from moltbot.gateway.metrics import METRICS_KEY, Metrics, http_middleware, setup_metrics
+from moltbot.gateway.origins import (
+    BROWSER_POLICY_KEY,
+    BrowserPolicy,
+    browser_policy_middleware,
+)
 from moltbot.gateway.readiness import READINESS_KEY, setup_readiness
 from moltbot.gateway.state import AUTH_KEY, CONFIG_KEY, RUNTIME_KEY, STARTED_AT_KEY
 from moltbot.gateway.systemd import notify
@@ -73,12 +79,19 @@ def build_app(
 ) -> web.Application:
     metrics = Metrics()
     app = web.Application(
-        middlewares=[http_middleware(metrics), access_log_middleware, error_middleware],
+        # Host/Origin refusals are counted, logged and rendered like any other error.
+        middlewares=[
+            http_middleware(metrics),
+            access_log_middleware,
+            error_middleware,
+            browser_policy_middleware,
+        ],
         client_max_size=config.gateway.http.max_body_bytes,
     )
     app[CONFIG_KEY] = config
     app[METRICS_KEY] = metrics
     app[AUTH_KEY] = Authenticator(config.gateway.auth, config.gateway.trusted_proxies)
+    app[BROWSER_POLICY_KEY] = BrowserPolicy(config.gateway)
     app.cleanup_ctx.append(_runtime_context(retry_policy))
     setup_readiness(app)  # first on_shutdown: not ready from the moment the stop begins
     app.on_shutdown.append(_begin_stop)
@@ -136,9 +149,12 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "version": __version__})
 
 
-def make_runner(app: web.Application, config: Config) -> web.AppRunner:
-    return web.AppRunner(
+def make_runner(app: web.Application, config: Config) -> GatewayRunner:
+    """The runner for `serve` and the tests alike: sockets capped and timed (connections.py)."""
+    guard = ConnectionGuard(config.gateway.limits, app[AUTH_KEY].trusted_proxies)
+    return GatewayRunner(
         app,
+        guard,
         shutdown_timeout=config.gateway.shutdown_grace_seconds,
         handler_cancellation=True,  # a client that goes away cancels its handler and its run
         access_log=None,
@@ -153,6 +169,7 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    raise_open_files_limit(config.gateway.limits.max_connections)
     app = build_app(config)
     runner = make_runner(app, config)
     await runner.setup()

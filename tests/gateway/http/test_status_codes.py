@@ -382,7 +382,7 @@ async def test_undecodable_bearer_bytes_are_a_plain_401(
     host, port = gateway.url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     writer.write(
-        b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n"
+        b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \xff\xfe\r\n"
         b"Connection: close\r\n\r\n"
     )
     status_line = await asyncio.wait_for(reader.readline(), 10)
