@@ -38,6 +38,7 @@ log = get_logger("moltbot.ws")
 class _Close:
     code: int
     reason: str
+    wait_for_peer: bool = True  # for the peer's close frame, up to the close timeout
 
 
 class Connection:
@@ -186,7 +187,19 @@ class Connection:
         the queue (a slow consumer must not keep its backlog in our memory)."""
         if self._closing is not None:
             return
-        self._closing = _Close(code, close_reason(reason))
+        self._begin_close(_Close(code, close_reason(reason)), flush)
+
+    def drop(self, code: int, reason: str) -> None:
+        """Close at once without waiting for the peer's answer: the close frame goes out and
+        the socket is gone, now. For a socket pushed out for capacity, whose place is wanted;
+        it may be closing already (e.g. after a failed handshake)."""
+        if self._closing is None:
+            self._begin_close(_Close(code, close_reason(reason), wait_for_peer=False), False)
+        elif self._transport is not None:
+            self._transport.close()  # stop waiting for its close frame
+
+    def _begin_close(self, close: _Close, flush: bool) -> None:
+        self._closing = close
         if flush:
             self._enqueue(self._closing)
             return
@@ -247,8 +260,11 @@ class Connection:
         self._wake_producer()
 
     async def _close_socket(self, close: _Close, *, drain: bool) -> None:
+        # Without waiting, the deadline cuts in right after the close frame is written;
+        # aiohttp then closes the transport (flushing that frame).
+        timeout = self._close_timeout if close.wait_for_peer else 0
         try:
-            async with asyncio.timeout(self._close_timeout):
+            async with asyncio.timeout(timeout):
                 await self.ws.close(code=close.code, message=close.reason.encode(), drain=drain)
         except (TimeoutError, ConnectionError):
             pass

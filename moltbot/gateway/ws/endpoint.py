@@ -6,7 +6,6 @@ Once upgraded, nothing may escape the handler: aiohttp's HTTP error handling wou
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -29,9 +28,6 @@ from moltbot.logs import get_logger
 
 log = get_logger("moltbot.ws")
 
-# A socket turned away only has to read the client's close frame.
-REFUSED_MAX_MSG_SIZE = 1024
-
 
 async def websocket(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB_KEY]
@@ -39,14 +35,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if not ws.can_prepare(request).ok:
         return upgrade_required()
     peer = Peer(*request.app[AUTH_KEY].client(request))
-    slot = hub.handshakes.take(peer.ip)
-    if slot is None:
-        return await turn_away(request, hub, peer)
-    try:
-        await ws.prepare(request)
-        await serve(request, ws, hub, peer, slot)
-    finally:
-        slot.release()
+    await ws.prepare(request)
+    await serve(request, ws, hub, peer)
     return ws
 
 
@@ -73,29 +63,7 @@ def _socket(options: WsOptions) -> web.WebSocketResponse:
     )
 
 
-async def turn_away(request: web.Request, hub: Hub, peer: Peer) -> web.WebSocketResponse:
-    """Too many handshakes pending (in all, or from this address): close at once with 1013,
-    reading no more than a small close frame. It counts as a failed attempt."""
-    request.app[AUTH_KEY].note_failure(peer.ip, exemptable=peer.exemptable)
-    log.debug("ws handshake refused: too many pending", ip=peer.ip, pending=len(hub.handshakes))
-    ws = web.WebSocketResponse(
-        heartbeat=None,
-        max_msg_size=REFUSED_MAX_MSG_SIZE,
-        timeout=hub.options.close_timeout,
-        compress=False,
-    )
-    await ws.prepare(request)
-    try:
-        async with asyncio.timeout(hub.options.close_timeout):
-            await ws.close(code=CLOSE_TRY_AGAIN_LATER, message=b"try again later")
-    except TimeoutError:
-        pass  # aiohttp dropped the connection when the close was cut short
-    return ws
-
-
-async def serve(
-    request: web.Request, ws: web.WebSocketResponse, hub: Hub, peer: Peer, slot: Slot
-) -> None:
+async def serve(request: web.Request, ws: web.WebSocketResponse, hub: Hub, peer: Peer) -> None:
     conn = Connection(
         ws,
         transport=request.transport,
@@ -105,14 +73,26 @@ async def serve(
         close_timeout=hub.options.close_timeout,
         max_payload=hub.options.max_payload,
     )
+    slot = hub.handshakes.take(peer.ip, lambda: _evicted(conn, hub))
     try:
         await converse(request, conn, hub, peer, slot)
     except Exception:
         log.exception("ws handler failed", conn=conn.id)
         conn.close(CLOSE_INTERNAL_ERROR, "internal error")
     finally:
-        await conn.finish()
+        try:
+            await conn.finish()
+        finally:
+            slot.release()  # a failed handshake holds its slot until the socket is gone
         log.info("ws client gone", conn=conn.id, code=ws.close_code or conn.close_code)
+
+
+def _evicted(conn: Connection, hub: Hub) -> None:
+    """Pushed out by a newer handshake at a cap: try again later. Not a failed attempt: the
+    handshake sees the close as the client going away before it said anything. Dropped at
+    once, so that the socket frees its connection slot too (connections.py)."""
+    log.debug("ws handshake evicted: too many pending", conn=conn.id, pending=len(hub.handshakes))
+    conn.drop(CLOSE_TRY_AGAIN_LATER, "try again later")
 
 
 async def converse(
@@ -128,7 +108,7 @@ async def converse(
     finally:
         hub.handshaking.discard(conn)
     if client is None:
-        return  # failed: the slot is held until the socket is gone
+        return  # failed: the slot is held until the socket is gone (see serve)
     slot.release()  # authenticated: no longer counts against the pre-auth caps
     dispatcher: Dispatcher | None = None
     try:

@@ -4,7 +4,8 @@ and shared-secret checks; the answer is `hello-ok`, or an error and a close.
 Shared-secret (token or password) auth only. A device identity is accepted when a secret is
 presented but is not verified (protocol §3.3 allows this for a Python core); no pairing.
 Every failed handshake counts toward the per-IP auth rate limit shared with HTTP, not only a
-wrong secret: otherwise broken handshakes would be free to repeat.
+wrong secret: otherwise broken handshakes would be free to repeat. A socket closed for capacity
+(evicted by a newer handshake, see `admission`) is not a failed handshake and is not counted.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from moltbot.agents.events import (
     UsageReport,
 )
 from moltbot.content import assistant_text
-from moltbot.gateway.ws.admission import PendingHandshakes
+from moltbot.gateway.ws.admission import PendingHandshakes, Slot
 from moltbot.gateway.ws.chat_events import ChatProjector
 from moltbot.gateway.ws.connection import Connection
 from moltbot.gateway.ws.dedupe import DedupeCache
@@ -244,20 +244,28 @@ def test_params_bound_integers_and_refuse_lone_surrogates():
     assert all(problem.encode() for problem in problems)  # safe to send and log
 
 
-def test_pending_handshakes_are_capped_in_all_and_per_address():
+def test_pending_handshakes_at_a_cap_evict_the_oldest():
     pending = PendingHandshakes(max_total=3, max_per_ip=2)
-    a1, a2 = pending.take("a"), pending.take("a")
-    assert a1 and a2 and pending.take("a") is None  # per address
-    b1 = pending.take("b")
-    assert b1 and pending.take("c") is None and len(pending) == 3  # in all
-    a1.release()
-    a1.release()  # once only
+    evicted: list[str] = []
+
+    def take(ip: str, name: str) -> Slot:
+        return pending.take(ip, lambda: evicted.append(name))
+
+    a1, a2 = take("a", "a1"), take("a", "a2")
+    a3 = take("a", "a3")  # per address: a1 makes room
+    assert evicted == ["a1"] and len(pending) == 2
+    a1.release()  # the evicted socket's own release later does nothing
     assert len(pending) == 2
-    c1 = pending.take("c")
-    assert c1 is not None and pending.take("a") is None
-    for slot in (a2, b1, c1):
+    b1 = take("b", "b1")
+    assert len(pending) == 3
+    c1 = take("c", "c1")  # in all: the oldest anywhere (a2) makes room
+    assert evicted == ["a1", "a2"] and len(pending) == 3
+    a2.evict()  # once only
+    assert evicted == ["a1", "a2"]
+    for slot in (a3, b1, c1):
         slot.release()
-    assert len(pending) == 0 and pending.take("a") is not None
+        slot.release()
+    assert len(pending) == 0 and evicted == ["a1", "a2"]
 
 
 class FakeSocket:

@@ -49,7 +49,10 @@ class Probe:
         message = await self.ws.receive(timeout=timeout)
         if message.type is aiohttp.WSMsgType.TEXT:
             return json.loads(message.data)
-        raise Closed(self.ws.close_code, message.extra or "")
+        # The code the server's close frame carried; the socket's own close_code can differ
+        # when the server does not wait for our answer (1006).
+        code = message.data if message.type is aiohttp.WSMsgType.CLOSE else self.ws.close_code
+        raise Closed(code, message.extra or "")
 
     async def closed(self, timeout: float = WAIT) -> tuple[int | None, str]:
         """Skip frames until the close; its (code, reason)."""
