@@ -2,13 +2,15 @@
 
 Handlers run concurrently (answers may come out of order, matched by id), at most
 MAX_IN_FLIGHT per connection; past that the connection stops reading until one finishes.
-Nothing a client sends after the handshake closes the socket, except a frame above maxPayload.
+Nothing a client sends after the handshake closes the socket, except a frame above maxPayload;
+a frame that is not JSON is answered with INVALID_REQUEST under the id "invalid".
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 
 from moltbot.agents.sessions import SessionStoreError
 from moltbot.gateway.ws.call import Call, ClientInfo, Method, missing_scope
@@ -32,6 +34,8 @@ MAX_IN_FLIGHT = 32
 # Request ids come back in every answer, so their length counts against maxPayload; clients
 # use UUIDs (36 characters).
 MAX_REQUEST_ID_CHARS = 256
+# The id of the error answer to a frame whose own id cannot be read.
+INVALID_FRAME_ID = "invalid"
 
 
 class Dispatcher:
@@ -48,13 +52,14 @@ class Dispatcher:
     async def handle(self, data: str | bytes) -> None:
         try:
             frame = decode_json(data)
-        except ValueError:
-            log.info("ignored a frame that is not JSON", conn=self._conn.id)
+        except ValueError as exc:
+            # No id can be read from it: answered under the placeholder id, socket kept open.
+            self._fail(INVALID_FRAME_ID, invalid_request(f"invalid request frame: {_why(exc)}"))
             return
         try:
             request = parse_request(frame)
         except FrameError as exc:
-            self._fail(exc.frame_id or "invalid", invalid_request(exc.message))
+            self._fail(exc.frame_id or INVALID_FRAME_ID, invalid_request(exc.message))
             return
         method = self._resolve(request)
         if method is None:
@@ -70,7 +75,7 @@ class Dispatcher:
         """The method to run, or None after answering why not."""
         if len(request.id) > MAX_REQUEST_ID_CHARS:  # every answer repeats it
             limit = f"must NOT have more than {MAX_REQUEST_ID_CHARS} characters"
-            self._fail("invalid", invalid_request(f"invalid request frame: at /id: {limit}"))
+            self._fail(INVALID_FRAME_ID, invalid_request(f"invalid request frame: at /id: {limit}"))
             return None
         if request.method == "connect":
             self._fail(request.id, invalid_request("connect is only valid as the first request"))
@@ -116,3 +121,12 @@ class Dispatcher:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _why(exc: ValueError) -> str:
+    """What is wrong with a frame that is not JSON, without echoing the frame."""
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not JSON ({exc.msg} at char {exc.pos})"
+    return str(exc)  # decode_json's own: nested too deeply

@@ -16,10 +16,26 @@ async def test_malformed_frames_are_answered_and_the_socket_survives(
     probe = await open_probe(gateway)
     assert (await probe.hello())["ok"]
 
-    # Not JSON (nor JSON nested past the parser's depth): ignored, logged, never answered.
-    # Frames are handled in order, so the next frame out is the answer to the next request.
-    for garbage in ("{not json", "[" * 5000):
-        await probe.send(garbage)
+    # Not JSON (nor JSON nested past the parser's depth, nor UTF-8): no id can be read, so the
+    # answer comes under the id "invalid"; the socket stays open for the next request.
+    garbage = {
+        "{not json": "invalid request frame: not JSON (Expecting property name enclosed in "
+        "double quotes at char 1)",
+        "[" * 100_000: "invalid request frame: JSON nested too deeply",
+        b'{"id": "\xff"}': "invalid request frame: not UTF-8",
+    }
+    for frame, message in garbage.items():
+        if isinstance(frame, bytes):
+            await probe.ws.send_bytes(frame)
+        else:
+            await probe.send(frame)
+        res = await probe.frame()
+        assert res == {
+            "type": "res",
+            "id": "invalid",
+            "ok": False,
+            "error": {"code": "INVALID_REQUEST", "message": message},
+        }
         await probe.send({"type": "req", "id": "after-garbage", "method": "health"})
         res = await probe.frame()
         assert (res["type"], res["id"], res["ok"]) == ("res", "after-garbage", True)
