@@ -109,16 +109,15 @@ class ConnectionGuard:
 
     def admit(self, handler: GuardedRequestHandler, ip: str) -> bool:
         """Count a new socket (as idle), making room if a cap is reached; False: refuse it."""
-        group = None
-        if ip not in self._trusted:
-            group = self._by_ip.get(ip)
-            if group is None:
-                group = self._by_ip[ip] = _Group()
-            elif group.count >= self.limits.max_connections_per_ip:
-                if not group.evict_oldest_idle():
-                    return self._refuse(ip)
+        capped = ip not in self._trusted
+        group = self._by_ip.get(ip) if capped else None
+        if group is not None and group.count >= self.limits.max_connections_per_ip:
+            if not group.evict_oldest_idle():
+                return self._refuse()
         if self._all.count >= self.limits.max_connections and not self._all.evict_oldest_idle():
-            return self._refuse(ip)
+            return self._refuse()
+        if capped:  # (again: an eviction may have emptied and dropped the group)
+            group = self._by_ip.setdefault(ip, group or _Group())
         handler._ip = ip
         handler._ip_group = group
         self._all.count += 1
@@ -127,9 +126,7 @@ class ConnectionGuard:
         self.idle(handler)
         return True
 
-    def _refuse(self, ip: str) -> bool:
-        if not self.open_from(ip):
-            self._by_ip.pop(ip, None)  # made for this socket only
+    def _refuse(self) -> bool:
         self._refused += 1
         now = time.monotonic()
         if now - self._refusal_logged_at >= REFUSAL_LOG_INTERVAL_SECONDS:

@@ -14,6 +14,7 @@ from aiohttp.http_parser import HttpRequestParser
 
 from moltbot.client import GatewayClient
 from moltbot.config.model import LimitsConfig
+from moltbot.gateway.connections import ConnectionGuard
 from tests.conftest import TOKEN, Gateway, StartGateway, make_config
 from tests.gateway.raw import WAIT, RawConnection, connect, request_head
 
@@ -234,3 +235,48 @@ async def test_requests_the_parser_rejects_get_the_json_envelope(
     assert "\n" not in error["message"] and "b'" not in error["message"]
     assert await conn.closed()
     conn.close()
+
+
+# -- the bookkeeping, alone -------------------------------------------------------------------
+
+
+class FakeHandler:
+    """What the guard uses of a GuardedRequestHandler."""
+
+    def __init__(self, guard: ConnectionGuard) -> None:
+        self._guard = guard
+        self._ip: str | None = None
+        self._ip_group = None
+        self._idle = False
+        self.evicted = False
+
+    def evict(self) -> None:
+        self._guard.forget(self)  # type: ignore[arg-type]
+        self.evicted = True
+
+
+def test_the_guard_evicts_the_longest_idle_and_refuses_only_when_all_are_busy() -> None:
+    guard = ConnectionGuard(limits(max_connections=3, max_connections_per_ip=1), frozenset({"p"}))
+
+    def admit(ip: str) -> FakeHandler | None:
+        handler = FakeHandler(guard)
+        return handler if guard.admit(handler, ip) else None  # type: ignore[arg-type]
+
+    a1 = admit("a")
+    assert a1 is not None
+    a2 = admit("a")  # per address: a1 was idle and makes room
+    assert a1.evicted and a2 is not None and guard.open_from("a") == 1 and len(guard) == 1
+    guard.busy(a2)  # type: ignore[arg-type]
+    assert admit("a") is None  # all of a's sockets busy: refused
+    assert guard.open_from("a") == 1
+    p1, p2 = admit("p"), admit("p")  # a trusted proxy: only the total counts
+    assert p1 and p2 and len(guard) == 3 and guard.open_from("p") == 0
+    b1 = admit("b")  # in all: the longest idle anywhere (p1) makes room
+    assert b1 and p1.evicted and not p2.evicted and len(guard) == 3
+    guard.idle(a2)  # type: ignore[arg-type]  # a2 idles again: now the newest idle
+    c1 = admit("c")
+    assert c1 and p2.evicted and not a2.evicted
+    for handler in (a2, b1, c1):
+        guard.forget(handler)  # type: ignore[arg-type]
+        guard.forget(handler)  # type: ignore[arg-type]  # once only
+    assert len(guard) == 0 and all(guard.open_from(ip) == 0 for ip in "abcp")
