@@ -47,8 +47,9 @@ def new_setup(root: Path, name: str, port: int, store_path: Path | None = None) 
 
 def gateway_config(setup: GatewaySetup, upstream_port: int, log_level: str | None) -> dict:
     """Token auth, the chat endpoint on, one provider (the bench upstream), one agent per
-    upstream model. maxConcurrent is raised for the concurrency-200 scenario; the log level
-    stays the shipped default unless asked otherwise."""
+    upstream model. maxConcurrent is raised for the concurrency-200 scenario and the
+    connection caps for the 1,000 idle WebSockets; the log level stays the shipped default
+    unless asked otherwise."""
     models = [{"id": model, "name": model} for model in AGENT_MODELS.values()]
     agents = [
         {"id": agent, "model": {"primary": f"{PROVIDER}/{model}", "fallbacks": []}}
@@ -63,6 +64,8 @@ def gateway_config(setup: GatewaySetup, upstream_port: int, log_level: str | Non
             "bind": "loopback",
             "auth": {"mode": "token", "token": setup.token},
             "http": {"endpoints": {"chatCompletions": {"enabled": True}}},
+            # Scenario (f) holds 1,000 WebSockets from 127.0.0.1, over the default caps.
+            "limits": {"maxConnections": 4096, "maxConnectionsPerIp": 4096},
             "shutdownGraceSeconds": 3,
         },
         "models": {
