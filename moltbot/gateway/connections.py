@@ -4,8 +4,10 @@ aiohttp gives a client an hour (its keep-alive timer) to send a request's header
 deadline at all for the body, so a client that sends headers a byte at a time, or a body slowly,
 holds a socket and a file descriptor as long as it likes. Per socket, here:
 
-- the request headers must be complete within `limits.headersTimeoutSeconds` of connecting (or of
-  the first byte of a later request on a kept-alive connection): otherwise 408 and close;
+- a request's headers must be complete within `limits.headersTimeoutSeconds` of its first
+  byte: otherwise 408 and close. A socket that sends nothing (a client's spare pooled or
+  preconnected socket, or one between requests) is idle, not late: it is closed when its place
+  is wanted (below), or by aiohttp's keep-alive timer;
 - a request body must be complete within `limits.bodyTimeoutSeconds` of its headers: otherwise
   the handler's read fails (408 in the JSON envelope) and the connection is closed;
 - at most `limits.maxConnections` sockets are open in all and `limits.maxConnectionsPerIp` from
@@ -20,9 +22,10 @@ aiohttp has no hook for any of this, so `GuardedRequestHandler` is its RequestHa
 protocol of one socket) with these additions, made by `GatewayRunner`, an AppRunner whose server
 builds them; both `serve()` and the tests' `serve_app` go through `make_runner`. It also
 renders aiohttp's own errors (a request its parser rejects, e.g. `get / HTTP/1.1`, answered
-before any middleware can run) in the JSON envelope instead of plain text. It reads a few of
-RequestHandler's private fields (`_request_count`, `_messages`, `_payload_parser`,
-`_request_in_progress`); tests/gateway/test_connections.py pins the behaviour.
+before any middleware can run) in the JSON envelope instead of plain text. It uses a few of
+aiohttp's private fields (RequestHandler's `_request_count`, `_messages`, `_payload_parser`,
+`_force_close`; Server's `_kwargs`, `_loop`); tests/gateway/test_connections.py pins the
+behaviour.
 """
 
 from __future__ import annotations
@@ -218,7 +221,6 @@ class GuardedRequestHandler(RequestHandler):
             transport.close()
             return
         super().connection_made(transport)
-        self._start_headers_deadline()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_timers()
@@ -244,12 +246,10 @@ class GuardedRequestHandler(RequestHandler):
             if self._body.is_eof():
                 self._cancel_body_timer()
         elif self._idle and self._headers_timer is None and data:
-            self._start_headers_deadline()  # a later request on a kept-alive connection
-
-    def _start_headers_deadline(self) -> None:
-        self._headers_timer = self._loop.call_later(
-            self._guard.limits.headers_timeout_seconds, self._headers_late
-        )
+            # The first bytes of a request that is not complete yet.
+            self._headers_timer = self._loop.call_later(
+                self._guard.limits.headers_timeout_seconds, self._headers_late
+            )
 
     def _request_started(self) -> None:
         """A request's headers are complete (and queued for the handler)."""

@@ -14,7 +14,7 @@ applied to every path (/healthz too: one rule with no exceptions to reason about
   otherwise 403, before auth (a refused page gets no guesses at all). Requests without Origin
   (CLI, SDKs, curl) are unaffected. Allowed pages are still rate-limited (see auth.py).
 
-Per request this is two header lookups and set lookups on precomputed sets.
+Per request this is two header lookups and a set lookup (more only with an Origin header).
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ from moltbot.gateway.auth import is_loopback, normalize_ip
 from moltbot.gateway.errors import Forbidden, GatewayError, MisdirectedRequest
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
+# Host header values already accepted, so the common request costs one set lookup. Bounded: a
+# client sending ever new values (ports) only stops it from growing.
+MAX_REMEMBERED_HOSTS = 256
 # Header values quoted back in an error message are cut to this.
 MAX_QUOTED_CHARS = 100
 
@@ -43,17 +46,20 @@ class BrowserPolicy:
         self.hosts = frozenset(hosts)
         self.origins = frozenset(gateway.allowed_origins)
         self.check_host = is_loopback(gateway.host) or bool(gateway.allowed_hosts)
+        self._accepted: set[str] = set()
 
     def refusal(self, host: str | None, origin: str | None) -> GatewayError | None:
         """Why a request with these Host and Origin headers is refused, or None."""
-        name = host_name(host) if host is not None else None
-        if self.check_host and name is not None and name not in self.hosts:
-            return MisdirectedRequest(
-                f"host {_quoted(host)} is not allowed: the gateway answers to "
-                "localhost, 127.0.0.1 and [::1]; add other names to gateway.allowedHosts",
-                code="host_not_allowed",
-            )
-        if origin is not None and not self._origin_allowed(origin, host, name):
+        if self.check_host and host is not None and host not in self._accepted:
+            if host_name(host) not in self.hosts:
+                return MisdirectedRequest(
+                    f"host {_quoted(host)} is not allowed: the gateway answers to "
+                    "localhost, 127.0.0.1 and [::1]; add other names to gateway.allowedHosts",
+                    code="host_not_allowed",
+                )
+            if len(self._accepted) < MAX_REMEMBERED_HOSTS:
+                self._accepted.add(host)
+        if origin is not None and not self._origin_allowed(origin, host):
             return Forbidden(
                 f"origin {_quoted(origin)} is not allowed: only the gateway's own origin and "
                 "gateway.allowedOrigins may call it from a browser",
@@ -61,11 +67,11 @@ class BrowserPolicy:
             )
         return None
 
-    def _origin_allowed(self, origin: str, host: str | None, name: str | None) -> bool:
+    def _origin_allowed(self, origin: str, host: str | None) -> bool:
         origin = origin.lower()
         if origin in self.origins:
             return True
-        if host is None or name not in self.hosts:
+        if host is None or host_name(host) not in self.hosts:
             return False
         host = host.lower()
         scheme, sep, rest = origin.partition("://")

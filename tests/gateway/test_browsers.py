@@ -10,7 +10,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from moltbot.config.model import Config, RateLimitConfig
+from moltbot.config.model import Config, GatewayConfig, RateLimitConfig
+from moltbot.gateway.origins import MAX_REMEMBERED_HOSTS, BrowserPolicy
 from moltbot.gateway.state import AUTH_KEY
 from tests.conftest import TOKEN, Gateway, StartGateway, make_config
 from tests.gateway.raw import connect, request_head
@@ -245,3 +246,15 @@ async def test_a_raw_request_with_a_bad_host_gets_the_envelope(
     response = await conn.response()
     assert response.status == 421 and response.error["type"] == "invalid_request_error"
     conn.close()
+
+
+def test_remembered_hosts_are_bounded_and_still_checked_for_the_origin_rule() -> None:
+    policy = BrowserPolicy(GatewayConfig())
+    for port_number in range(MAX_REMEMBERED_HOSTS + 50):
+        assert policy.refusal(f"localhost:{port_number}", None) is None
+    assert len(policy._accepted) == MAX_REMEMBERED_HOSTS
+    assert policy.refusal("evil.example", None) is not None  # refusals are never remembered
+    assert policy.refusal("evil.example", None) is not None
+    lan = BrowserPolicy(GatewayConfig(bind="lan"))  # Host unchecked, but not own origin
+    assert lan.refusal("rebound.example", "http://rebound.example") is not None
+    assert lan.refusal("localhost:1", "http://localhost:1") is None

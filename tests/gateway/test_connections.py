@@ -5,6 +5,8 @@ parser errors in the JSON envelope."""
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
 import time
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from aiohttp.http_parser import HttpRequestParser
 
 from moltbot.client import GatewayClient
 from moltbot.config.model import LimitsConfig
-from moltbot.gateway.connections import ConnectionGuard
+from moltbot.gateway.connections import FD_RESERVE, ConnectionGuard, raise_open_files_limit
 from tests.conftest import TOKEN, Gateway, StartGateway, make_config
 from tests.gateway.raw import WAIT, RawConnection, connect, request_head
 
@@ -103,12 +105,14 @@ async def test_a_body_sent_slowly_gets_408_and_the_connection_closes(
     conn.close()
 
 
-async def test_a_kept_alive_connection_may_idle_but_its_next_request_has_a_deadline(
+async def test_an_idle_connection_is_not_late_but_a_started_request_has_a_deadline(
     start_gateway: StartGateway, state_dir: Path
 ) -> None:
+    """Spare pooled sockets and kept-alive ones send nothing for a while: that is not slow."""
     config = make_config(state_dir, limits=limits(headers_timeout_seconds=0.3))
     gateway = await start_gateway(config)
     conn = await connect(gateway)
+    await asyncio.sleep(0.6)  # opened, nothing sent yet
     await conn.send(request_head())
     assert (await conn.response()).status == 200
     await asyncio.sleep(0.6)  # idle between requests: not cut off
@@ -280,3 +284,21 @@ def test_the_guard_evicts_the_longest_idle_and_refuses_only_when_all_are_busy() 
         guard.forget(handler)  # type: ignore[arg-type]
         guard.forget(handler)  # type: ignore[arg-type]  # once only
     assert len(guard) == 0 and all(guard.open_from(ip) == 0 for ip in "abcp")
+
+
+def test_the_open_file_limit_is_raised_to_fit_the_caps() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2000:
+        pytest.skip(f"the hard open-file limit ({hard}) leaves no room to test in")
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(512, _open_files() + 64), hard))
+        raise_open_files_limit(1000)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 1000 + FD_RESERVE
+        raise_open_files_limit(10)  # enough already: never lowered
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 1000 + FD_RESERVE
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
