@@ -10,7 +10,8 @@ applied to every path (/healthz too: one rule with no exceptions to reason about
   tools) names nothing that could be rebound and passes.
 - Origin: a request that carries one (browsers send it on every WebSocket upgrade and on
   cross-origin and POST requests) must come from the gateway's own origin, `http(s)://` plus
-  the Host header when the Host names one of the hosts above, or from `gateway.allowedOrigins`;
+  the Host header when the Host names one of the hosts above or an IP address (the web chat
+  page opened at http://192.168.1.5:18789/ on a LAN bind), or from `gateway.allowedOrigins`;
   otherwise 403, before auth (a refused page gets no guesses at all). Requests without Origin
   (CLI, SDKs, curl) are unaffected. Allowed pages are still rate-limited (see auth.py).
 
@@ -71,11 +72,17 @@ class BrowserPolicy:
         origin = origin.lower()
         if origin in self.origins:
             return True
-        if host is None or host_name(host) not in self.hosts:
+        if host is None or not self._own_host(host_name(host)):
             return False
         host = host.lower()
         scheme, sep, rest = origin.partition("://")
         return bool(sep) and rest == host and scheme in ("http", "https")
+
+    def _own_host(self, name: str) -> bool:
+        """A name whose pages are the gateway's own: one of the hosts above, or any IP
+        address (a page can only have an IP origin if the browser went to that address, and
+        then this port is the gateway's; rebinding needs a DNS name)."""
+        return name in self.hosts or normalize_ip(name.strip("[]")) is not None
 
 
 def host_name(host: str) -> str:

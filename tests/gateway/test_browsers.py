@@ -258,3 +258,7 @@ def test_remembered_hosts_are_bounded_and_still_checked_for_the_origin_rule() ->
     lan = BrowserPolicy(GatewayConfig(bind="lan"))  # Host unchecked, but not own origin
     assert lan.refusal("rebound.example", "http://rebound.example") is not None
     assert lan.refusal("localhost:1", "http://localhost:1") is None
+    # The web chat page opened by address: its own origin (no DNS name to rebind).
+    assert lan.refusal("192.168.1.5:18789", "http://192.168.1.5:18789") is None
+    assert lan.refusal("[fe80::1]:18789", "http://[fe80::1]:18789") is None
+    assert lan.refusal("192.168.1.5:18789", "http://192.168.1.6:18789") is not None
