@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -324,6 +324,16 @@ def parse_tools(body: dict[str, Any]) -> ToolSet:
                 f"{legacy} is the deprecated function-calling API; use tools and tool_choice",
                 param=legacy,
             )
+    return tool_set(body, _tool, _tool_choice)
+
+
+ToolReader = Callable[[Any, str], Tool]
+ChoiceReader = Callable[[Any, tuple[Tool, ...]], ToolChoice | None]
+
+
+def tool_set(body: dict[str, Any], read_tool: ToolReader, read_choice: ChoiceReader) -> ToolSet:
+    """`tools`, `tool_choice` and `parallel_tool_calls`, checked and capped; the readers take
+    one tool and the choice in the endpoint's own shape (chat nests them, Responses does not)."""
     raw_tools = body.get("tools")
     tools: tuple[Tool, ...] = ()
     if raw_tools is not None:
@@ -331,14 +341,14 @@ def parse_tools(body: dict[str, Any]) -> ToolSet:
             raise InvalidRequest("tools must be an array", param="tools")
         if len(raw_tools) > MAX_TOOLS:
             raise InvalidRequest(f"at most {MAX_TOOLS} tools per request", param="tools")
-        tools = tuple(_tool(t, f"tools[{i}]") for i, t in enumerate(raw_tools))
+        tools = tuple(read_tool(t, f"tools[{i}]") for i, t in enumerate(raw_tools))
         names = [t.name for t in tools]
         if len(set(names)) != len(names):
             raise InvalidRequest("tool names must be unique", param="tools")
     parallel = body.get("parallel_tool_calls")
     if parallel is not None and not isinstance(parallel, bool):
         raise InvalidRequest("parallel_tool_calls must be a boolean", param="parallel_tool_calls")
-    return ToolSet(tools, _tool_choice(body.get("tool_choice"), tools), parallel)
+    return ToolSet(tools, read_choice(body.get("tool_choice"), tools), parallel)
 
 
 def _tool(raw: Any, param: str) -> Tool:

@@ -35,12 +35,12 @@ from moltbot.gateway.errors import InvalidRequest
 from moltbot.gateway.http.messages import (
     EMPTY_PARAMETERS,
     MAX_MESSAGES,
-    MAX_TOOLS,
     PENDING_IMAGE,
     TOOL_NAME,
     Budget,
     ImageUrl,
     image_part,
+    tool_set,
 )
 from moltbot.providers.base import SamplingParams
 
@@ -549,21 +549,7 @@ def _id(item: dict[str, Any], key: str, param: str) -> str:
 
 
 def _parse_tools(body: dict[str, Any]) -> ToolSet:
-    raw_tools = body.get("tools")
-    tools: tuple[Tool, ...] = ()
-    if raw_tools is not None:
-        if not isinstance(raw_tools, list):
-            raise InvalidRequest("tools must be an array", param="tools")
-        if len(raw_tools) > MAX_TOOLS:
-            raise InvalidRequest(f"at most {MAX_TOOLS} tools per request", param="tools")
-        tools = tuple(_tool(t, f"tools[{i}]") for i, t in enumerate(raw_tools))
-        names = [t.name for t in tools]
-        if len(set(names)) != len(names):
-            raise InvalidRequest("tool names must be unique", param="tools")
-    parallel = body.get("parallel_tool_calls")
-    if parallel is not None and not isinstance(parallel, bool):
-        raise InvalidRequest("parallel_tool_calls must be a boolean", param="parallel_tool_calls")
-    return ToolSet(tools, _tool_choice(body.get("tool_choice"), tools), parallel)
+    return tool_set(body, _tool, _tool_choice)
 
 
 def _tool(raw: Any, param: str) -> Tool:
