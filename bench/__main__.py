@@ -9,6 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.memory import HOLD_SECONDS
 from bench.procs import raise_open_files_limit
 from bench.report import render, save_json
 from bench.runner import Options, run_all
@@ -17,12 +18,13 @@ from bench.scenarios import SCENARIOS, scaled
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # Room for (f)'s 1,000 WebSockets on both ends plus the HTTP scenarios' sockets.
 OPEN_FILES = 8192
+ALL_KEYS = "a,b,c,d,e,e100k,f,g"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a short smoke run (about 1/5)")
-    parser.add_argument("--only", help="comma-separated scenario keys: a,b,c,d,e,e100k,f")
+    parser.add_argument("--only", help=f"comma-separated scenario keys: {ALL_KEYS}")
     parser.add_argument("--reps", type=int, help="repetitions (default 3, --quick 1)")
     parser.add_argument("--upstream-workers", type=int, default=2)
     parser.add_argument("--load-workers", type=int, default=2)
@@ -45,10 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from(args: argparse.Namespace) -> Options:
-    keys = set((args.only or "a,b,c,d,e,e100k,f").split(","))
+    keys = set((args.only or ALL_KEYS).split(","))
     factor = 0.2 if args.quick else 1.0
     scenarios = tuple(scaled(s, factor) for s in SCENARIOS if s.key in keys)
     ws_default = 200 if args.quick else 1000
+    hold = HOLD_SECONDS / 2 if args.quick else HOLD_SECONDS
     return Options(
         scenarios=scenarios,
         reps=args.reps or (1 if args.quick else 3),
@@ -63,6 +66,7 @@ def options_from(args: argparse.Namespace) -> Options:
         max_minutes=args.max_minutes,
         results_dir=RESULTS_DIR,
         floor=args.floor,
+        memory_hold_seconds=hold if "g" in keys else 0.0,
     )
 
 

@@ -45,19 +45,20 @@ def new_setup(root: Path, name: str, port: int, store_path: Path | None = None) 
     )
 
 
-def gateway_config(setup: GatewaySetup, upstream_port: int, log_level: str | None) -> dict:
+def gateway_config(setup: GatewaySetup, upstream_port: int | None, log_level: str | None) -> dict:
     """Token auth, the chat endpoint on, one provider (the bench upstream), one agent per
     upstream model. maxConcurrent is raised for the concurrency-200 scenario and the
     connection caps for the 1,000 idle WebSockets; the log level stays the shipped default
-    unless asked otherwise."""
-    models = [{"id": model, "name": model} for model in AGENT_MODELS.values()]
-    agents = [
-        {"id": agent, "model": {"primary": f"{PROVIDER}/{model}", "fallbacks": []}}
-        for agent, model in AGENT_MODELS.items()
-    ]
-    agents[0]["default"] = True
+    unless asked otherwise. Without an upstream port: no provider and no agents list, so the
+    default agent answers with the offline `builtin/echo` model."""
     workspace = setup.state_dir / "workspace"
     workspace.mkdir(exist_ok=True)
+    defaults: dict[str, Any] = {
+        "workspace": str(workspace),
+        "userTimezone": "UTC",
+        "timeoutSeconds": 120,
+        "maxConcurrent": 512,
+    }
     config: dict[str, Any] = {
         "gateway": {
             "port": setup.port,
@@ -68,27 +69,26 @@ def gateway_config(setup: GatewaySetup, upstream_port: int, log_level: str | Non
             "limits": {"maxConnections": 4096, "maxConnectionsPerIp": 4096},
             "shutdownGraceSeconds": 3,
         },
-        "models": {
+        "agents": {"defaults": defaults},
+        "session": {"store": str(setup.store_path)},
+    }
+    if upstream_port is not None:
+        config["models"] = {
             "providers": {
                 PROVIDER: {
                     "baseUrl": f"http://127.0.0.1:{upstream_port}/v1",
                     "api": "openai-completions",
-                    "models": models,
+                    "models": [{"id": model, "name": model} for model in AGENT_MODELS.values()],
                 }
             }
-        },
-        "agents": {
-            "defaults": {
-                "model": {"primary": f"{PROVIDER}/fast", "fallbacks": []},
-                "workspace": str(workspace),
-                "userTimezone": "UTC",
-                "timeoutSeconds": 120,
-                "maxConcurrent": 512,
-            },
-            "list": agents,
-        },
-        "session": {"store": str(setup.store_path)},
-    }
+        }
+        defaults["model"] = {"primary": f"{PROVIDER}/fast", "fallbacks": []}
+        agents = [
+            {"id": agent, "model": {"primary": f"{PROVIDER}/{model}", "fallbacks": []}}
+            for agent, model in AGENT_MODELS.items()
+        ]
+        agents[0]["default"] = True
+        config["agents"]["list"] = agents
     if log_level is not None:
         config["logging"] = {"level": log_level}
     return config
@@ -113,7 +113,7 @@ class Gateway:
 
 
 async def start_gateway(
-    kids: Children, setup: GatewaySetup, upstream_port: int, log_level: str | None
+    kids: Children, setup: GatewaySetup, upstream_port: int | None, log_level: str | None
 ) -> Gateway:
     setup.config_path.write_text(json.dumps(gateway_config(setup, upstream_port, log_level)))
     log = setup.log_path.open("ab")

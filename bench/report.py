@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.metrics import RunResult, flags, median
+from bench.memory import GROWTH_TARGET_MB, HEALTHZ_TARGET_MS, SETTLE_SECONDS, TITLES
+from bench.metrics import FOREIGN, RunResult, flags, median
 
 if TYPE_CHECKING:
     from bench.runner import Bench
@@ -142,7 +143,9 @@ def _value(summaries: dict[tuple[str, str], Summary], key: str, side: str) -> Su
     return summaries.get((key, side))
 
 
-def verdicts(summaries: dict[tuple[str, str], Summary], ws: dict[str, Any]) -> list[Verdict]:
+def verdicts(
+    summaries: dict[tuple[str, str], Summary], ws: dict[str, Any], memory: dict[str, Any]
+) -> list[Verdict]:
     out: list[Verdict] = []
 
     def pair(key: str) -> tuple[Summary | None, Summary | None]:
@@ -170,6 +173,7 @@ def verdicts(summaries: dict[tuple[str, str], Summary], ws: dict[str, Any]) -> l
     add("(d) peak RSS ≤ 80 MB", "d", lambda d, g: _le(g.gw_peak_rss_mb, 80), " MB")
     out += persistence_verdicts(summaries)
     out.append(ws_verdict(ws))
+    out += memory_verdicts(memory)
     return out
 
 
@@ -216,6 +220,110 @@ def ws_verdict(ws: dict[str, Any]) -> Verdict:
         f"second half alone {fmt(marginal, 1)} KB each)"
     )
     return Verdict(target, measured, _check(per <= 20))
+
+
+def memory_verdicts(memory: dict[str, Any]) -> list[Verdict]:
+    """(g): each part's peak RSS over the idle baseline, and /healthz throughout."""
+    out = []
+    parts = memory.get("parts", {})
+    for key, limit in GROWTH_TARGET_MB.items():
+        target = f"{TITLES[key]}: peak RSS ≤ idle + {limit:g} MB"
+        part = parts.get(key) or {"skipped": memory.get("skipped", "not run")}
+        if "skipped" in part:
+            out.append(Verdict(target, part["skipped"], "n/a"))
+            continue
+        killed = part.get("killed_by_guard_at_mb")
+        if killed is not None:
+            measured = (
+                f"over {memory['guard_mb'] / 1024:g} GB (killed by the guard at {killed:,.0f} MB)"
+            )
+            out.append(Verdict(target, measured, "MISSED"))
+            continue
+        measured = (
+            f"+{fmt(part['growth_mb'], 1)} MB (peak {fmt(part['peak_rss_mb'], 1)}, "
+            f"idle {fmt(memory['idle_rss_mb'], 1)})"
+        )
+        problem = part.get("problem")
+        ok = part["growth_mb"] <= limit and problem is None
+        out.append(Verdict(target, measured, _check(ok), f"failed: {problem}" if problem else ""))
+    out.append(healthz_verdict(memory, HEALTHZ_TARGET_MS))
+    return out
+
+
+def healthz_verdict(memory: dict[str, Any], limit_ms: float) -> Verdict:
+    target = f"(g) /healthz answers within {limit_ms:g} ms throughout (g1) and (g2)"
+    measured_parts = {k: p for k, p in memory.get("parts", {}).items() if p.get("healthz")}
+    if not measured_parts:
+        return Verdict(target, "not run", "n/a")
+    worst = [p["healthz"].get("worst_ms") or math.nan for p in measured_parts.values()]
+    failed = sum(p["healthz"].get("failures", 0) for p in measured_parts.values())
+    measured = ", ".join(
+        f"{key} {fmt(ms, 0)} ms" for key, ms in zip(measured_parts, worst, strict=True)
+    )
+    measured += f"; {failed} failed"
+    ok = failed == 0 and all(ms <= limit_ms for ms in worst)
+    busy = [
+        f"{key}: other work {fmt(p['foreign_share'])} of a core"
+        for key, p in measured_parts.items()
+        if p.get("foreign_share", 0.0) >= FOREIGN
+    ]
+    return Verdict(target, measured, _check(ok), "; ".join(busy))
+
+
+def memory_table(memory: dict[str, Any]) -> str:
+    if not memory:
+        return ""
+    if "skipped" in memory:
+        return f"(g) skipped: {memory['skipped']}"
+    lines = [
+        f"(g) idle RSS after warm-up {fmt(memory['idle_rss_mb'], 1)} MB; guard "
+        f"{memory['guard_mb']:,.0f} MB; unread streams held {memory['hold_seconds']:g} s",
+        "",
+        "| part | RSS before MB | peak RSS MB | growth over idle MB | wall s | /healthz worst "
+        "/ median ms (probes, failed) | gw CPU % of a core | others (cores) | notes |",
+        "|" + "---|" * 9,
+    ]
+    for key, part in memory.get("parts", {}).items():
+        if "skipped" in part:
+            lines.append(f"| {TITLES[key]} | - | - | - | - | - | - | - | {part['skipped']} |")
+            continue
+        h = part.get("healthz") or {}
+        probes = (
+            f"{fmt(h.get('worst_ms') or math.nan, 0)} / {fmt(h.get('median_ms') or math.nan, 0)}"
+        )
+        probes += f" ({h.get('probes', 0)}, {h.get('failures', 0)})"
+        lines.append(
+            f"| {TITLES[key]} | {fmt(part['rss_before_mb'], 1)} | {fmt(part['peak_rss_mb'], 1)} "
+            f"| {fmt(part['growth_mb'], 1)} | {fmt(part['wall_seconds'], 1)} | {probes} "
+            f"| {fmt(part.get('gw_cpu_share', math.nan) * 100, 0)} "
+            f"| {fmt(part.get('foreign_share', math.nan))} | {memory_notes(part)} |"
+        )
+    return "\n".join(lines)
+
+
+def memory_notes(part: dict[str, Any]) -> str:
+    notes = []
+    if (killed := part.get("killed_by_guard_at_mb")) is not None:
+        notes.append(f"killed by the guard at {killed:,.0f} MB")
+    if problem := part.get("problem"):
+        notes.append(f"failed: {problem}")
+    if part.get("answer_ok"):
+        frames = f", {part['sse_frames']:,} SSE frames" if part.get("sse_frames") else ""
+        notes.append(
+            f"full echo checked ({part['answer_bytes']:,} bytes{frames}) in "
+            f"{fmt(part['answer_seconds'], 2)} s"
+        )
+    if "queued_bytes_end" in part:
+        queued, sent = part["queued_bytes_end"], part["gateway_send_queue_bytes_end"]
+        notes.append(
+            f"answer bytes unread in the kernel at the end: {sum(queued):,} in the clients' "
+            f"receive queues (mid-hold {sum(part['queued_bytes_mid']):,}) + {sum(sent):,} in "
+            f"the gateway's send queues; gw CPU in the hold's second half "
+            f"{fmt(part['gw_cpu_share_late_hold'] * 100, 0)} %"
+        )
+    if (after := part.get("rss_after_mb")) is not None:
+        notes.append(f"RSS {fmt(after, 1)} MB {SETTLE_SECONDS:g} s after")
+    return "; ".join(notes) or "-"
 
 
 def verdict_table(found: Sequence[Verdict]) -> str:
@@ -279,8 +387,10 @@ def render(bench: Bench) -> str:
         "",
         ratio_table(summaries),
         "",
-        verdict_table(verdicts(summaries, bench.ws)),
+        verdict_table(verdicts(summaries, bench.ws, bench.memory)),
     ]
+    if bench.memory:
+        parts[-1:-1] = [memory_table(bench.memory), ""]
     if bench.notes:
         parts += ["", *[f"note: {n}" for n in bench.notes]]
     return "\n".join(parts)
@@ -294,8 +404,9 @@ def save_json(bench: Bench, path: Path) -> None:
         "code": code_line(),
         "runs": [r.as_dict() for r in bench.results],
         "summaries": [asdict(s) for s in summaries.values()],
-        "verdicts": [asdict(v) for v in verdicts(summaries, bench.ws)],
+        "verdicts": [asdict(v) for v in verdicts(summaries, bench.ws, bench.memory)],
         "ws": bench.ws,
+        "memory": bench.memory,
         "notes": bench.notes,
         "profiles": {k: str(v) for k, v in bench.profiles.items()},
     }

@@ -2,7 +2,8 @@
 
 Order: the upstream workers and load workers start once; the seeded store is written before
 anything is measured; then each phase gets a gateway process of its own, so one phase's
-memory cannot inflate another's: "ws" (f), "main" (a-e), "seeded" (e after 100k sessions).
+memory cannot inflate another's: "ws" (f), "main" (a-e), "seeded" (e after 100k sessions),
+"memory" (g, on the offline echo model; bench/memory.py).
 Within a phase every repetition runs each scenario straight at the upstream and through the
 gateway back to back, alternating which side goes first.
 """
@@ -60,6 +61,7 @@ class Options:
     max_minutes: float
     results_dir: Path
     floor: bool = False
+    memory_hold_seconds: float = 0.0  # (g)'s unread streams are held this long; 0: skip (g)
 
 
 @dataclass
@@ -73,6 +75,7 @@ class Bench:
     started: float = field(default_factory=time.monotonic)
     results: list[RunResult] = field(default_factory=list)
     ws: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)  # (g)
     profiles: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     peak_rss_method: str = "VmHWM after clear_refs"
@@ -349,6 +352,15 @@ async def run_ws_phase(bench: Bench) -> None:
     await with_gateway(bench, "ws", None, body)
 
 
+async def run_memory_phase(bench: Bench) -> None:
+    from bench.memory import measure_memory
+
+    if bench.out_of_time:
+        bench.notes.append("skipped (g): over time limit")
+        return
+    bench.memory = await measure_memory(bench)
+
+
 async def run_all(options: Options, root: Path) -> Bench:
     async with Children() as kids:
         upstream_port, upstream = await start_upstream(kids, options.upstream_workers)
@@ -361,6 +373,8 @@ async def run_all(options: Options, root: Path) -> Bench:
             await run_ws_phase(bench)
         await run_phase(bench, "main", None)
         await run_phase(bench, "seeded", seeded_store)
+        if options.memory_hold_seconds > 0:
+            await run_memory_phase(bench)
     return bench
 
 
