@@ -39,6 +39,7 @@ GUARD_MB = 3072.0
 REQUEST_TIMEOUT = 120.0
 SETTLE_SECONDS = 2.0
 RSS_SAMPLE_SECONDS = 0.05
+TIMELINE_STEP = 1.0
 PROBE_INTERVAL = 0.05
 PROBE_REPORT_TIMEOUT = 15.0
 
@@ -58,17 +59,24 @@ class RssWatch:
         self.exact = reset_peak_rss(child.pid)
         self.sampled_kb = float(status_kb(child.pid, "VmRSS"))
         self.killed_at_mb: float | None = None
+        self.killed_after_s: float | None = None
+        self.timeline: list[tuple[float, float]] = []  # (s into the part, MB) every TIMELINE_STEP
         self._task = asyncio.create_task(self._sample())
 
     async def _sample(self) -> None:
+        started = time.monotonic()
+        next_point = started
         while self._child.running:
             try:
                 rss = status_kb(self._child.pid, "VmRSS")
             except (OSError, KeyError):  # gone (a zombie has no VmRSS line)
                 return
             self.sampled_kb = max(self.sampled_kb, rss)
+            if (now := time.monotonic()) >= next_point:
+                self.timeline.append((round(now - started, 2), round(rss / 1024, 1)))
+                next_point += TIMELINE_STEP
             if rss > self._guard_kb:
-                self.killed_at_mb = rss / 1024
+                self.killed_at_mb, self.killed_after_s = rss / 1024, now - started
                 with contextlib.suppress(ProcessLookupError):
                     self._child.process.kill()
                 print(f"  (g) guard: gateway killed at {rss / 1024:.0f} MB RSS", flush=True)
@@ -180,6 +188,8 @@ async def _measure_part(
         growth_mb=peak_mb - idle_kb / 1024,
         peak_method="VmHWM after clear_refs" if watch.exact else "sampled VmRSS",
         killed_by_guard_at_mb=watch.killed_at_mb,
+        killed_after_s=watch.killed_after_s,
+        rss_timeline_mb=watch.timeline,
         wall_seconds=wall,
         healthz=healthz,
     )
@@ -252,7 +262,7 @@ def print_part(name: str, part: dict[str, Any]) -> None:
     worst = healthz.get("worst_ms") or float("nan")
     notes = []
     if killed := part.get("killed_by_guard_at_mb"):
-        notes.append(f"KILLED by the guard at {killed:.0f} MB")
+        notes.append(f"KILLED by the guard at {killed:.0f} MB, {part['killed_after_s']:.1f} s in")
     if problem := part.get("problem"):
         notes.append(f"problem: {problem}")
     if "queued_bytes_end" in part:

@@ -235,7 +235,8 @@ def memory_verdicts(memory: dict[str, Any]) -> list[Verdict]:
         killed = part.get("killed_by_guard_at_mb")
         if killed is not None:
             measured = (
-                f"over {memory['guard_mb'] / 1024:g} GB (killed by the guard at {killed:,.0f} MB)"
+                f"over {memory['guard_mb'] / 1024:g} GB (killed by the guard at {killed:,.0f} MB, "
+                f"{part['killed_after_s']:.1f} s in)"
             )
             out.append(Verdict(target, measured, "MISSED"))
             continue
@@ -304,7 +305,7 @@ def memory_table(memory: dict[str, Any]) -> str:
 def memory_notes(part: dict[str, Any]) -> str:
     notes = []
     if (killed := part.get("killed_by_guard_at_mb")) is not None:
-        notes.append(f"killed by the guard at {killed:,.0f} MB")
+        notes.append(f"killed by the guard at {killed:,.0f} MB, {part['killed_after_s']:.1f} s in")
     if problem := part.get("problem"):
         notes.append(f"failed: {problem}")
     if part.get("answer_ok"):
