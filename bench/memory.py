@@ -178,6 +178,7 @@ async def _measure_part(
     before, started = cpu_snapshot(bench, target), time.perf_counter()
     part = await action(gateway)
     wall = time.perf_counter() - started
+    after = cpu_snapshot(bench, target) if gateway.child.running else None
     peak_mb = watch.stop()
     if watch.killed_at_mb is not None:
         await asyncio.wait_for(gateway.child.process.wait(), 10)
@@ -193,8 +194,7 @@ async def _measure_part(
         wall_seconds=wall,
         healthz=healthz,
     )
-    if gateway.child.running:
-        after = cpu_snapshot(bench, target)
+    if after is not None and gateway.child.running:
         window = CpuWindow(wall, {k: after[k] - before[k] for k in before})
         part["gw_cpu_share"] = window.seconds["target"] / wall
         part["foreign_share"] = window.foreign()
