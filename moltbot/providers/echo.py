@@ -1,11 +1,12 @@
 """The built-in offline model: `builtin/echo` repeats the last user message.
 
 It lets the gateway run, and tests exercise the whole pipeline, with no network and no API key.
-Everything about it is deterministic and it never sleeps.
+Everything about it is deterministic; it never waits on anything (it only steps aside).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 
@@ -18,6 +19,11 @@ ECHO_MODEL_ID = "echo"
 # rides with the last word, and whitespace-only text is one chunk. So "".join(chunks) is
 # exactly the text.
 _CHUNK = re.compile(r"\s*\S+\s*$|\s*\S+|\s+")
+
+
+# The echo never waits for anything; it steps aside this often so one long answer cannot hold
+# the event loop for the whole of its run buffer.
+YIELD_EVERY = 64
 
 
 def word_chunks(text: str) -> list[str]:
@@ -36,13 +42,21 @@ class EchoProvider:
         return f"EchoProvider(name={self.name!r})"
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
-        chunks = word_chunks(_last_user_message(request))
+        # Chunk by chunk, not a list of them all: a long message is 100,000 words.
         limit = request.sampling.max_tokens
-        sent = chunks if limit is None else chunks[: max(0, limit)]
-        for chunk in sent:
-            yield TextDelta(chunk)
-        yield Usage(input_tokens=_prompt_words(request), output_tokens=word_count("".join(sent)))
-        yield Finish("length" if len(sent) < len(chunks) else "stop")
+        sent = words = 0
+        cut = False
+        for match in _CHUNK.finditer(_last_user_message(request)):
+            if limit is not None and sent >= limit:
+                cut = True
+                break
+            sent += 1
+            words += 1 if match[0].strip() else 0
+            yield TextDelta(match[0])
+            if sent % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a real model waits on the network: let others run
+        yield Usage(input_tokens=_prompt_words(request), output_tokens=words)
+        yield Finish("length" if cut else "stop")
 
     async def close(self) -> None:
         return None
