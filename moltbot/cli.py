@@ -6,7 +6,6 @@ Every subcommand is a small function; failures print one line on stderr and exit
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import secrets
@@ -25,6 +24,7 @@ from moltbot.config import (
     write_new_config,
 )
 from moltbot.config.paths import resolve_config_path
+from moltbot.config.validate import MAX_WORKERS
 from moltbot.logs import configure_logging
 
 EXIT_USAGE = 2
@@ -103,6 +103,21 @@ def _add_config_args(parser: argparse.ArgumentParser, *, serve: bool = False) ->
         parser.add_argument("--port", type=_port, help="listen port (default 18789)")
         parser.add_argument("--bind", help='"loopback", "lan" or an IP address')
         parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+        parser.add_argument(
+            "--workers",
+            type=_workers,
+            help="worker processes on the one port (default 1; more need the postgres store)",
+        )
+
+
+def _workers(text: str) -> int:
+    try:
+        workers = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= workers <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"expected 1 to {MAX_WORKERS} workers, got {workers}")
+    return workers
 
 
 def _port(text: str) -> int:
@@ -120,6 +135,7 @@ def load(args: argparse.Namespace) -> LoadedConfig:
         config_path=args.config,
         port=getattr(args, "port", None),
         bind=getattr(args, "bind", None),
+        workers=getattr(args, "workers", None),
     )
     # The config's `env` block may define variables (e.g. provider keys) for this process.
     for name, value in loaded.env.items():
@@ -131,25 +147,28 @@ def load(args: argparse.Namespace) -> LoadedConfig:
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
-    from moltbot.agents.sessions import SessionStoreError
-    from moltbot.gateway.server import StartupError, serve
+    from moltbot.gateway import loop
+    from moltbot.gateway.server import serve, startup_failure
+    from moltbot.gateway.workers import supervise
 
     loaded = load(args)
     config = loaded.config
-    configure_logging("debug" if args.verbose else config.logging.level, config.logging.format)
+    level = "debug" if args.verbose else config.logging.level
+    configure_logging(level, config.logging.format)
     _log_notices(loaded)
+
+    async def serve_one(loop_name: str) -> None:
+        await serve(config, loop_name=loop_name)
+
     try:
-        asyncio.run(serve(config))
-    except StartupError as exc:
-        raise CliError(str(exc)) from None
-    except SessionStoreError as exc:
-        raise CliError(
-            f"cannot open the session store {config.session_store_path}: {exc}"
-        ) from None
-    except OSError as exc:  # e.g. the port is taken
-        raise CliError(
-            f"cannot listen on {config.gateway.host}:{config.gateway.port}: {exc.strerror or exc}"
-        ) from None
+        if config.gateway.workers > 1:
+            return supervise(config, level, config.logging.format)
+        loop.run(serve_one, config.gateway.event_loop)
+    except Exception as exc:
+        message = startup_failure(config, exc)
+        if message is None:
+            raise
+        raise CliError(message) from None
     return 0
 
 

@@ -54,12 +54,13 @@ def load_config(
     env: Mapping[str, str] | None = None,
     port: int | None = None,
     bind: str | None = None,
+    workers: int | None = None,
     home: Path | None = None,
 ) -> LoadedConfig:
     """Resolve, read, include, substitute, validate and apply env/CLI overrides.
 
-    `config_path` is `--config` (a missing file is then an error), `port`/`bind` are `--port`/
-    `--bind`; `env` defaults to `os.environ` and is never modified.
+    `config_path` is `--config` (a missing file is then an error), `port`/`bind`/`workers` are
+    `--port`/`--bind`/`--workers`; `env` defaults to `os.environ` and is never modified.
     """
     env = dict(os.environ if env is None else env)
     home = home or Path.home()
@@ -68,7 +69,13 @@ def load_config(
     validated = validate_config(raw.data, base_dir=path.parent, home=home, source=path)
     auth_mode_set = _auth_mode_in_file(raw.data)
     config = apply_overrides(
-        validated.config, raw.env, auth_mode_set=auth_mode_set, port=port, bind=bind, source=path
+        validated.config,
+        raw.env,
+        auth_mode_set=auth_mode_set,
+        port=port,
+        bind=bind,
+        workers=workers,
+        source=path,
     )
     config = replace(
         config, state_dir=resolve_state_dir(env, home), config_path=path, config_files=raw.files

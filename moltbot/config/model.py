@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 AuthMode = Literal["token", "password"]
 ApiKind = Literal["openai-completions", "anthropic-messages", "builtin-echo"]
@@ -18,6 +19,8 @@ ToolProfile = Literal["minimal", "coding", "full"]
 ExecSecurity = Literal["deny", "allowlist", "full"]
 ExecAsk = Literal["off", "on-miss", "always"]
 ExecSandbox = Literal["auto", "bwrap", "off"]
+EventLoop = Literal["auto", "asyncio", "uvloop"]
+StoreBackend = Literal["sqlite", "postgres"]
 
 DEFAULT_PORT = 18789
 DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
@@ -112,6 +115,10 @@ class GatewayConfig:
     # before the port closes; then in-flight work gets shutdown_grace_seconds.
     shutdown_delay_seconds: float = 0.0
     shutdown_grace_seconds: float = 10.0
+    # Worker processes sharing the port (SO_REUSEPORT); more than one needs PostgreSQL.
+    workers: int = 1
+    # "auto": uvloop where it is installed, else asyncio's own loop.
+    event_loop: EventLoop = "auto"
 
     @property
     def host(self) -> str:
@@ -234,9 +241,23 @@ class AgentsConfig:
 
 
 @dataclass(frozen=True)
+class PostgresConfig:
+    # postgres://user:password@host:port/db; kept out of reprs, since it may hold a password.
+    dsn: str = field(repr=False)
+    pool_min: int = 1
+    pool_max: int = 10
+
+
+@dataclass(frozen=True)
 class SessionConfig:
     # SQLite file holding every session and transcript; default <stateDir>/sessions.sqlite.
     store: Path | None = None
+    # Set when `session.store.backend` is "postgres": the store is that database instead.
+    postgres: PostgresConfig | None = None
+
+    @property
+    def backend(self) -> StoreBackend:
+        return "sqlite" if self.postgres is None else "postgres"
 
 
 @dataclass(frozen=True)
@@ -261,4 +282,25 @@ class Config:
 
     @property
     def session_store_path(self) -> Path:
+        """The SQLite file (also when the backend is PostgreSQL: it is simply not used)."""
         return self.session.store or self.state_dir / "sessions.sqlite"
+
+    @property
+    def session_store_location(self) -> str:
+        """Where sessions live, safe to show: the SQLite path, or the DSN without password."""
+        if self.session.postgres is None:
+            return str(self.session_store_path)
+        return dsn_without_password(self.session.postgres.dsn)
+
+
+def dsn_without_password(dsn: str) -> str:
+    """postgres://user:secret@host/db?password=x -> postgres://user:***@host/db?password=***."""
+    parts = urlsplit(dsn)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    netloc = f"{userinfo.partition(':')[0]}:***@{host}" if at and ":" in userinfo else parts.netloc
+    query = "&".join(
+        "password=***" if item.lower().startswith("password=") else item
+        for item in parts.query.split("&")
+    )
+    shown = f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if parts.query else "")
+    return shown + (f"#{parts.fragment}" if parts.fragment else "")

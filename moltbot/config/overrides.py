@@ -1,7 +1,8 @@
 """The last load stage: environment variables and CLI flags layered over the validated file.
 
 Precedence: `--port` > `MOLTBOT_GATEWAY_PORT` > `CLAWDBOT_GATEWAY_PORT` > file > default;
-`--bind` > file; the file's auth token/password > `MOLTBOT_GATEWAY_*` > `CLAWDBOT_GATEWAY_*`.
+`--bind` > file; `--workers` > file; the file's auth token/password > `MOLTBOT_GATEWAY_*` >
+`CLAWDBOT_GATEWAY_*`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from moltbot.config.errors import ConfigError
 from moltbot.config.model import AuthConfig, Config
 from moltbot.config.paths import first_env
-from moltbot.config.validate import bind_error
+from moltbot.config.validate import bind_error, workers_problem
 from moltbot.config.wording import quote
 
 PORT_VARS = ("MOLTBOT_GATEWAY_PORT", "CLAWDBOT_GATEWAY_PORT")
@@ -32,6 +33,7 @@ def apply_overrides(
     port: int | None,
     bind: str | None,
     source: Path | None,
+    workers: int | None = None,
 ) -> Config:
     """`config` with env and CLI values applied; bad values are raised together."""
     problems: list[str] = []
@@ -41,7 +43,10 @@ def apply_overrides(
         port=_port(port, env, file_values.port, problems),
         bind=_bind(bind, file_values.bind, problems),
         auth=_auth(file_values.auth, env, auth_mode_set=auth_mode_set),
+        workers=file_values.workers if workers is None else workers,
     )
+    if workers is not None and (problem := workers_problem(workers, config.session.backend)):
+        problems.append(f"--workers: {problem}")
     if problems:
         raise ConfigError.invalid(source, problems)
     return replace(config, gateway=gateway)

@@ -18,6 +18,7 @@ from moltbot.config.model import (
     ModelChoice,
     ModelConfig,
     ProviderConfig,
+    dsn_without_password,
 )
 
 MASK = "***"
@@ -31,7 +32,7 @@ def redacted(config: Config) -> dict[str, object]:
         "gateway": _gateway(config.gateway),
         "models": {"providers": {p.name: _provider(p) for p in config.models.providers}},
         "agents": _agents(config.agents),
-        "session": {"store": str(config.session_store_path)},
+        "session": {"store": _store(config)},
         "logging": {"level": config.logging.level, "format": config.logging.format},
     }
 
@@ -77,6 +78,19 @@ def _gateway(gateway: GatewayConfig) -> dict[str, object]:
         "metrics": {"public": gateway.metrics.public},
         "shutdownDelaySeconds": gateway.shutdown_delay_seconds,
         "shutdownGraceSeconds": gateway.shutdown_grace_seconds,
+        "workers": gateway.workers,
+        "eventLoop": gateway.event_loop,
+    }
+
+
+def _store(config: Config) -> object:
+    postgres = config.session.postgres
+    if postgres is None:
+        return str(config.session_store_path)
+    return {
+        "backend": "postgres",
+        "dsn": dsn_without_password(postgres.dsn),
+        "pool": {"min": postgres.pool_min, "max": postgres.pool_max},
     }
 
 

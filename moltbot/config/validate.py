@@ -33,6 +33,7 @@ from moltbot.config.model import (
     ImagesConfig,
     LoggingConfig,
     MetricsConfig,
+    PostgresConfig,
     RateLimitConfig,
     SessionConfig,
 )
@@ -56,6 +57,8 @@ GATEWAY_KEYS = (
     "metrics",
     "shutdownDelaySeconds",
     "shutdownGraceSeconds",
+    "workers",
+    "eventLoop",
 )
 # Keys people put directly under `gateway` that belong one level down.
 GATEWAY_MOVED = {"token": "gateway.auth.token", "password": "gateway.auth.password"}
@@ -70,6 +73,14 @@ _BASE_PATH = re.compile(r"(/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)+")
 BASE_PATH_MAX_CHARS = 200
 # Paths the gateway serves itself: the page cannot live at or under them.
 RESERVED_PATHS = ("/v1", "/ws", "/healthz", "/readyz", "/metrics")
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")
+MAX_WORKERS = 64
+STORE_BACKENDS = ("sqlite", "postgres")
+SQLITE_STORE_KEYS = ("backend", "path")
+POSTGRES_STORE_KEYS = ("backend", "dsn", "pool")
+POOL_KEYS = ("min", "max")
+MAX_POOL_SIZE = 1000
+DSN_SCHEMES = ("postgres", "postgresql")
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,8 @@ def validate_config(raw: object, *, base_dir: Path, home: Path, source: Path | N
     config = _root_section(root) if root is not None else Config()
     if not ctx.problems:
         _check_model_refs(config, ctx)
+        if problem := workers_problem(config.gateway.workers, config.session.backend):
+            ctx.problem("gateway.workers", problem)
     if ctx.problems:
         raise ConfigError.invalid(source, ctx.problems)
     return Validated(config=config, notices=tuple(ctx.notices))
@@ -118,6 +131,17 @@ def _model_refs(config: Config) -> list[tuple[str, str]]:
             refs.append((f"{path}.primary", choice.primary))
         refs += [(f"{path}.fallbacks[{i}]", ref) for i, ref in enumerate(choice.fallbacks or ())]
     return refs
+
+
+def workers_problem(workers: int, backend: str) -> str | None:
+    """Why `workers` cannot run on `backend`, or None. One SQLite file cannot be shared: each
+    process orders a session's turns and caches its history on its own."""
+    if workers > 1 and backend == "sqlite":
+        return (
+            f"{workers} workers need the postgres session store: with SQLite the gateway is one "
+            "process, since per-process turn ordering and caches cannot be shared through one file"
+        )
+    return None
 
 
 def bind_error(value: object) -> str | None:
@@ -174,6 +198,8 @@ def _gateway_section(node: Node) -> GatewayConfig:
             metrics=node.section("metrics", _metrics_section),
             shutdown_delay_seconds=node.get("shutdownDelaySeconds", as_number),
             shutdown_grace_seconds=node.get("shutdownGraceSeconds", as_number),
+            workers=node.integer("workers", maximum=MAX_WORKERS),
+            event_loop=node.choice("eventLoop", EVENT_LOOPS),
         )
     )
 
@@ -287,7 +313,52 @@ def base_path_error(text: str) -> str | None:
 
 def _session_section(node: Node) -> SessionConfig:
     node.check_keys(("store",))
-    return SessionConfig(**given(store=node.get("store", as_path)))
+    store = node.data.get("store")
+    if not isinstance(store, dict):  # the plain form: the SQLite file's path
+        return SessionConfig(**given(store=node.get("store", as_path)))
+    store_node = Node(store, node.at("store"), node.ctx)
+    backend = store_node.choice("backend", STORE_BACKENDS, required=True)
+    if backend is None:
+        return SessionConfig()
+    if backend == "postgres":
+        store_node.check_keys(POSTGRES_STORE_KEYS)
+        return SessionConfig(postgres=_postgres_store(store_node))
+    store_node.check_keys(SQLITE_STORE_KEYS)
+    return SessionConfig(**given(store=store_node.get("path", as_path)))
+
+
+def _postgres_store(node: Node) -> PostgresConfig | None:
+    dsn = node.get("dsn", _as_dsn, required=True)
+    pool = node.section("pool", _pool_section) or {}
+    if dsn is None:
+        return None
+    config = PostgresConfig(dsn=dsn, **pool)
+    if config.pool_min > config.pool_max:
+        node.ctx.problem(
+            node.at("pool"), f"min ({config.pool_min}) must not exceed max ({config.pool_max})"
+        )
+    return config
+
+
+def _pool_section(node: Node) -> dict[str, int]:
+    node.check_keys(POOL_KEYS)
+    return given(
+        pool_min=node.integer("min", minimum=0, maximum=MAX_POOL_SIZE),
+        pool_max=node.integer("max", maximum=MAX_POOL_SIZE),
+    )  # type: ignore[return-value]
+
+
+def _as_dsn(value: object, path: str, ctx: Context) -> str | None:
+    """A postgres:// or postgresql:// URL; a bad one is reported without its text (it may
+    carry a password)."""
+    text = as_string(value, path, ctx, secret=True)
+    if text is None:
+        return None
+    scheme = text.partition("://")[0].lower()
+    if "://" not in text or scheme not in DSN_SCHEMES:
+        ctx.problem(path, "expected a postgres:// or postgresql:// URL")
+        return None
+    return text.strip()
 
 
 def _logging_section(node: Node) -> LoggingConfig:

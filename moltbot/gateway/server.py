@@ -7,12 +7,13 @@ import asyncio
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Protocol
 
 from aiohttp import web
 
 from moltbot import __version__
 from moltbot.agents.runtime import AgentRuntime
-from moltbot.agents.sessions import SessionStore
+from moltbot.agents.sessions import SessionStore, SessionStoreError
 from moltbot.config.model import AuthMode, Config
 from moltbot.gateway.access_log import access_log_middleware
 from moltbot.gateway.auth import Authenticator, is_loopback
@@ -21,6 +22,7 @@ from moltbot.gateway.errors import error_middleware
 from moltbot.gateway.http.models import get_model, list_models
 from moltbot.gateway.http.openai import chat_completions
 from moltbot.gateway.http.responses import create_response, get_response
+from moltbot.gateway.loop import EventLoopUnavailable
 from moltbot.gateway.metrics import METRICS_KEY, Metrics, http_middleware, setup_metrics
 from moltbot.gateway.origins import (
     BROWSER_POLICY_KEY,
@@ -48,6 +50,18 @@ MIN_SECRET_CHARS: dict[AuthMode, int] = {"token": 16, "password": 12}
 
 class StartupError(Exception):
     """The gateway must not start with this configuration."""
+
+
+def startup_failure(config: Config, exc: Exception) -> str | None:
+    """The one line to tell the user when starting failed with `exc`; None for a bug."""
+    if isinstance(exc, StartupError | EventLoopUnavailable):
+        return str(exc)
+    if isinstance(exc, SessionStoreError):
+        return f"cannot open the session store {config.session_store_location}: {exc}"
+    if isinstance(exc, OSError):  # e.g. the port is taken
+        gateway = config.gateway
+        return f"cannot listen on {gateway.host}:{gateway.port}: {exc.strerror or exc}"
+    return None
 
 
 def check_startup(config: Config) -> None:
@@ -161,9 +175,18 @@ def make_runner(app: web.Application, config: Config) -> GatewayRunner:
     )
 
 
-async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
+async def serve(
+    config: Config,
+    *,
+    stop: asyncio.Event | None = None,
+    loop_name: str = "asyncio",
+    worker: WorkerLink | None = None,
+) -> None:
     """Run the gateway until SIGTERM/SIGINT (or `stop` is set), then stop gracefully: stop
-    accepting, let in-flight requests finish within the grace period, cancel the rest."""
+    accepting, let in-flight requests finish within the grace period, cancel the rest.
+
+    As one of several workers (`worker`), it shares the port with the others (SO_REUSEPORT)
+    and tells its parent, not systemd, that it listens."""
     check_startup(config)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -174,20 +197,43 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
     runner = make_runner(app, config)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.gateway.host, config.gateway.port)
+        site = web.TCPSite(
+            runner, config.gateway.host, config.gateway.port, reuse_port=worker is not None
+        )
         await site.start()
         host, port = runner.addresses[0][:2]
-        log.info("gateway listening", url=f"http://{_url_host(host)}:{port}", version=__version__)
-        notify("READY=1")
+        url = f"http://{_url_host(host)}:{port}"
+        if worker is None:
+            log.info("gateway listening", url=url, version=__version__, loop=loop_name)
+            notify("READY=1")
+        else:
+            log.info("worker listening", url=url, worker=worker.index, loop=loop_name)
+            worker.listening(url)
         await stop.wait()
-        notify("STOPPING=1")
+        if worker is None:
+            notify("STOPPING=1")
         await _drain_delay(app, config.gateway.shutdown_delay_seconds)
-        log.info("gateway stopping", grace_seconds=config.gateway.shutdown_grace_seconds)
+        grace = config.gateway.shutdown_grace_seconds
+        if worker is None:
+            log.info("gateway stopping", grace_seconds=grace)
+        else:
+            log.info("worker stopping", worker=worker.index, grace_seconds=grace)
     finally:
         await runner.cleanup()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-    log.info("gateway stopped")
+    if worker is None:
+        log.info("gateway stopped")
+    else:
+        log.info("worker stopped", worker=worker.index)
+
+
+class WorkerLink(Protocol):
+    """How a worker process reports to the parent that started it."""
+
+    index: int
+
+    def listening(self, url: str) -> None: ...
 
 
 async def _drain_delay(app: web.Application, seconds: float) -> None:
