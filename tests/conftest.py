@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import openai
 import pytest
 from aiohttp import web
@@ -147,3 +152,55 @@ def start_gateway(serve_app: ServeApp) -> StartGateway:
         return await serve_app(build_app(config, retry_policy=retry_policy), config)
 
     return start
+
+
+# -- PostgreSQL -------------------------------------------------------------------------------
+# One fresh database per test run (dropped at the end), one fresh schema per test in it. The
+# server is the machine's (127.0.0.1:5432, user postgres, trust auth), or MOLTBOT_TEST_PG_DSN.
+
+PG_ADMIN_DSN = os.environ.get(
+    "MOLTBOT_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+PG_CONNECT_TIMEOUT = 5.0
+
+
+def pg_execute(dsn: str, statement: str) -> None:
+    """Run one statement on its own connection, from sync code or from inside a running loop
+    (a thread of its own runs the client)."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(dsn, timeout=PG_CONNECT_TIMEOUT)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, run()).result()
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """The DSN of a database made for this test run; skips when no server answers."""
+    name = f"moltbot_test_{secrets.token_hex(6)}"
+    try:
+        pg_execute(PG_ADMIN_DSN, f"CREATE DATABASE {name}")
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        pytest.skip(f"PostgreSQL not reachable at {_shown(PG_ADMIN_DSN)} ({exc}): skipping")
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        pg_execute(PG_ADMIN_DSN, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _shown(dsn: str) -> str:
+    return dsn.rpartition("@")[2]
+
+
+@pytest.fixture
+def pg_dsn(pg_database: str) -> str:
+    """A DSN whose tables live in a schema of their own (asyncpg passes `search_path` on)."""
+    schema = f"t_{secrets.token_hex(6)}"
+    pg_execute(pg_database, f"CREATE SCHEMA {schema}")
+    return f"{pg_database}?search_path={schema}"
