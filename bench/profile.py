@@ -74,7 +74,7 @@ class Profile:
 # inside access_log_middleware and aiohttp's server; the upstream call inside the runtime).
 CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("access log line (structlog render + stderr write)", ("_write (moltbot/gateway/access_log",)),
-    ("session store calls on the loop (queue, hand-off, wake-up)", ("moltbot/agents/sessions",)),
+    ("session store calls on the loop (queue, hand-off, wake-up)", ("moltbot/agents/store",)),
     ("WS hub: agent events fanned out", ("moltbot/gateway/ws/",)),
     ("SSE/JSON decode of the upstream answer", ("providers/sse.py", "openai_compat.py")),
     (

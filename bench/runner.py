@@ -393,7 +393,7 @@ async def seed_if_needed(bench: Bench) -> Path | None:
     store = bench.root / "seeded-store" / "sessions.sqlite"
     store.parent.mkdir(parents=True, exist_ok=True)
     count = bench.options.seed_sessions
-    print(f"seeding {count} sessions through SessionStore.record_turn ...", flush=True)
+    print(f"seeding {count} sessions through SqliteStore.record_turn ...", flush=True)
     seconds = await seed_store(store, count)
     bench.notes.append(f"seeded {count} sessions in {seconds:.1f} s before the seeded gateway")
     return store

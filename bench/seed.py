@@ -1,6 +1,6 @@
 """Pre-populate a session store before its gateway starts: N sessions of one turn each.
 
-Written through the gateway's own `SessionStore.record_turn`, so the rows, indexes and file
+Written through the gateway's own store (`SqliteStore.record_turn`), so the rows, indexes and file
 layout are exactly what requests would leave behind; driving 100,000 requests through the
 gateway instead would take minutes and measure nothing new. Keys have the shape (e) uses
 (`agent:fast:openai-user:<user>`), so the seeded rows share the index with the measured ones.
@@ -12,7 +12,8 @@ import asyncio
 import time
 from pathlib import Path
 
-from moltbot.agents.sessions import SessionStore, TurnRecord
+from moltbot.agents.store.records import TurnRecord
+from moltbot.agents.store.sqlite import SqliteStore
 from moltbot.content import assistant_text, user_text
 from moltbot.providers.base import Usage
 
@@ -36,7 +37,7 @@ def seed_turn(index: int, now_ms: int) -> TurnRecord:
 async def seed_store(path: Path, count: int) -> float:
     """Write `count` sessions; returns the seconds it took."""
     started = time.perf_counter()
-    store = await SessionStore.open(path)
+    store = await SqliteStore.open(path)
     try:
         now_ms = int(time.time() * 1000)
         for first in range(0, count, BATCH):

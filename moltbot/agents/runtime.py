@@ -15,6 +15,7 @@ import functools
 import time
 import uuid
 from collections import OrderedDict
+from contextlib import AsyncExitStack
 
 from moltbot.agents.directory import Agent, AgentDirectory
 from moltbot.agents.events import (
@@ -37,7 +38,8 @@ from moltbot.agents.run import (
     now_ms,
 )
 from moltbot.agents.session_keys import agent_of_key
-from moltbot.agents.sessions import SessionStore, TurnRecord
+from moltbot.agents.store.protocol import SessionStore
+from moltbot.agents.store.records import SessionStoreError, TurnRecord
 from moltbot.agents.tool_loop import ToolLoop, reads_as_reply
 from moltbot.config.model import Config
 from moltbot.content import Message, well_formed, without_image_bytes
@@ -57,6 +59,10 @@ RECENT_RUN_SECONDS = 600
 RECENT_RUN_LIMIT = 1000
 # How many earlier messages of a session are sent to the model.
 HISTORY_MESSAGES = 100
+
+
+class SessionBusy(Exception):
+    """The session's earlier turn (run by another process) outlasted this run's deadline."""
 
 
 class InvalidTurn(ValueError):
@@ -194,14 +200,30 @@ class AgentRuntime:
             run.request.timeout_seconds or self._timeout
         )
         try:
-            async with self._lanes.slot(run.session_key, deadline):
+            async with self._lanes.slot(run.session_key, deadline), AsyncExitStack() as turn:
                 # Finishing (persisting) inside the lane: the session's next turn sees this one.
+                # The store's turn lock does the same across processes sharing the store.
+                if not run.request.ephemeral:
+                    await self._take_turn(turn, run, deadline)
                 await self._run_in_lane(run, deadline)
         except asyncio.CancelledError:  # aborted while still queued
             await self._finish(run, "aborted", run._abort_reason or "aborted", "aborted")
+        except SessionBusy:
+            message = "timed out waiting for the session's earlier turn (on another process)"
+            await self._finish(run, "error", message, "timeout")
         except TimeoutError:
             message = "timed out waiting for a free run slot (agents.defaults.maxConcurrent)"
             await self._finish(run, "error", message, "timeout")
+        except SessionStoreError as exc:
+            await self._finish(run, "error", f"could not start the turn: {exc}", "store")
+
+    async def _take_turn(self, turn: AsyncExitStack, run: Run, deadline: float) -> None:
+        """Hold the session's turn lock until `turn` closes (waiting counts in the deadline)."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                await turn.enter_async_context(self.store.turn_lock(run.session_key))
+        except TimeoutError:
+            raise SessionBusy from None
 
     async def _run_in_lane(self, run: Run, deadline: float) -> None:
         try:

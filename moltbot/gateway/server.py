@@ -13,7 +13,8 @@ from aiohttp import web
 
 from moltbot import __version__
 from moltbot.agents.runtime import AgentRuntime
-from moltbot.agents.sessions import SessionStore, SessionStoreError
+from moltbot.agents.store.factory import open_store
+from moltbot.agents.store.records import SessionStoreError
 from moltbot.config.model import AuthMode, Config
 from moltbot.gateway.access_log import access_log_middleware
 from moltbot.gateway.auth import Authenticator, is_loopback
@@ -140,7 +141,7 @@ def _runtime_context(
     async def runtime_context(app: web.Application) -> AsyncIterator[None]:
         config = app[CONFIG_KEY]
         check_state_files(config)
-        store = await SessionStore.open(config.session_store_path)
+        store = await open_store(config)
         providers = ProviderRegistry.from_config(config.models)
         if providers.uses_offline_default:
             log.warning("no model provider configured: using the offline builtin/echo model")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from moltbot.agents.sessions import SessionStore
+    from moltbot.agents.store.protocol import SessionStore
     from moltbot.tools.approvals import Approvals
 
 # What one result may put in front of the model, and what its summary (events, logs) may be.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from moltbot.agents.sessions import TranscriptMessage
+from moltbot.agents.store.records import TranscriptMessage
 from moltbot.tools.base import Args, ToolContext, ToolError, ToolResult, bounded, schema
 
 LIST_DEFAULT = 20

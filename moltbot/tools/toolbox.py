@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from moltbot.agents.directory import Agent
-from moltbot.agents.sessions import SessionStore
+from moltbot.agents.store.protocol import SessionStore
 from moltbot.config.model import Config, ToolRules
 from moltbot.content import Tool
 from moltbot.logs import get_logger

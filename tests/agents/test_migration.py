@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from moltbot.agents.sessions import SCHEMA_VERSION, SessionStore, TurnRecord
+from moltbot.agents.store.records import TurnRecord
+from moltbot.agents.store.sqlite import SCHEMA_VERSION, SqliteStore
 from moltbot.content import Message, TextPart, ToolCall, assistant_text, user_text
 from tests.conftest import StartGateway, make_config
 from tests.fake_upstreams import FakeOpenAI, provider_config
@@ -34,7 +35,7 @@ def schema_version(path: Path) -> int:
 
 async def test_a_v1_file_migrates_and_keeps_its_history(v1_copy: Path) -> None:
     assert schema_version(v1_copy) == 1
-    store = await SessionStore.open(v1_copy)
+    store = await SqliteStore.open(v1_copy)
     try:
         assert schema_version(v1_copy) == SCHEMA_VERSION == 3
         # Every message is still there, in order, with its turn's status and metadata.
@@ -79,7 +80,7 @@ async def test_a_v1_file_migrates_and_keeps_its_history(v1_copy: Path) -> None:
     finally:
         await store.close()
     # Opened again: no second migration, the same rows.
-    reopened = await SessionStore.open(v1_copy)
+    reopened = await SqliteStore.open(v1_copy)
     try:
         assert len(await reopened.messages(MAIN)) == 10
     finally:

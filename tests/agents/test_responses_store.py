@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from moltbot.agents import sessions
-from moltbot.agents.sessions import ResponseRecord, SessionStore
-from tests.agents.test_sessions import FakeClock, make_turn, query
+from moltbot.agents.store import sqlite as sessions
+from moltbot.agents.store.records import ResponseRecord
+from moltbot.agents.store.sqlite import SqliteStore as SessionStore
+from tests.agents.test_sqlite_store import FakeClock, make_turn, query
 
 DAY = 24 * 3600 * 1000
 

@@ -11,7 +11,7 @@ import pytest
 
 from moltbot.agents.events import AgentEvent
 from moltbot.agents.runtime import AgentRuntime, InvalidTurn, Run, TurnRequest
-from moltbot.agents.sessions import SessionStore
+from moltbot.agents.store.sqlite import SqliteStore
 from moltbot.config.model import AgentConfig, Config, Identity, ProviderConfig
 from moltbot.providers.registry import ProviderRegistry
 from tests.conftest import FAST_RETRIES, make_config
@@ -25,7 +25,7 @@ async def make_runtime() -> AsyncIterator[MakeRuntime]:
     runtimes: list[AgentRuntime] = []
 
     async def make(config: Config) -> AgentRuntime:
-        store = await SessionStore.open(config.session_store_path)
+        store = await SqliteStore.open(config.session_store_path)
         providers = ProviderRegistry.from_config(config.models, read_timeout=5)
         runtime = AgentRuntime(
             config=config, store=store, providers=providers, retry_policy=FAST_RETRIES
@@ -355,7 +355,7 @@ async def test_a_second_abort_while_the_turn_is_being_saved_is_refused(
     async with FakeOpenAI() as up:
         up.hang(after_chunks=1)
         config = upstream_config(state_dir, provider_config(up))
-        store = await SessionStore.open(config.session_store_path, trace=slow_inserts)
+        store = await SqliteStore.open(config.session_store_path, trace=slow_inserts)
         providers = ProviderRegistry.from_config(config.models)
         runtime = AgentRuntime(config=config, store=store, providers=providers)
         try:

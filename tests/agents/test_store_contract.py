@@ -226,6 +226,34 @@ async def test_aborted_and_failed_turns_are_kept_but_not_prompted(store: Session
     assert await store.prompt_history(key) == pair(1) + pair(4)
 
 
+async def test_image_bytes_are_kept_neither_in_the_store_nor_in_the_history(
+    target: Target,
+) -> None:
+    store = await target.open()
+    key = "agent:main:img"
+    try:
+        async with store.turn_lock(key):
+            await store.record_turn(make_turn(key, 1))
+        async with store.turn_lock(key):
+            assert await store.prompt_history(key) == pair(1)  # remembered from here on
+            image = ImagePart("image/png", 4, "iVBORw==")
+            look = Message("user", (TextPart("look"), image))
+            await store.record_turn(make_turn(key, 2, messages=(look, assistant_text("a pixel"))))
+        kept = [
+            Message("user", (TextPart("look"), ImagePart("image/png", 4))),
+            assistant_text("a pixel"),
+        ]
+        assert await store.prompt_history(key) == pair(1) + kept
+        assert "iVBORw" not in str(await target.rows("SELECT content, parts FROM messages"))
+    finally:
+        await store.close()
+    reopened = await target.open()
+    try:
+        assert await reopened.prompt_history(key) == pair(1) + kept  # from the store itself
+    finally:
+        await reopened.close()
+
+
 async def test_a_failing_write_leaves_nothing_behind(store: SessionStore, target: Target) -> None:
     key = "agent:main:r"
     before = await store.record_turn(make_turn(key, 1, usage=Usage(5, 5)))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from moltbot.agents.store.records import TurnRecord, history_window
-from moltbot.content import Message
+from moltbot.content import Message, without_image_bytes
 
 HISTORY_CACHE_SESSIONS = 1024
 
@@ -52,8 +52,10 @@ class HistoryCache:
         if entry is None or turn.status != "ok":
             return
         limit, messages = entry
-        # The same window as a read from the database would give.
-        self._entries[turn.key] = (limit, history_window([*messages, *turn.messages], limit))
+        # The same window and messages as a read from the database would give: image bytes
+        # are not kept (up to 20 MB a turn, in up to HISTORY_CACHE_SESSIONS sessions).
+        added = [without_image_bytes(m) for m in turn.messages]
+        self._entries[turn.key] = (limit, history_window([*messages, *added], limit))
 
     def forget(self, key: str) -> None:
         """The session was reset or deleted."""

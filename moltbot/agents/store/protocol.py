@@ -11,7 +11,14 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from moltbot.agents.store.records import RunRecord, SessionInfo, TranscriptMessage, TurnRecord
+from moltbot.agents.store.records import (
+    ResponseRecord,
+    RunRecord,
+    SessionInfo,
+    StoredResponse,
+    TranscriptMessage,
+    TurnRecord,
+)
 from moltbot.content import Message
 
 
@@ -76,6 +83,20 @@ class SessionStore(Protocol):
 
     async def ensure(self, key: str, agent_id: str) -> SessionInfo:
         """The session `key`, created empty (no turn) for `agent_id` if it does not exist."""
+        ...
+
+    async def key_of(self, session_id: str) -> str | None:
+        """The key of the session whose current transcript is `session_id`, if any."""
+        ...
+
+    async def save_response(self, record: ResponseRecord) -> bool:
+        """Remember a response of the Responses endpoint until `record.expires_at`, tied to
+        its session as it is now (transcript and turn count). False, and nothing saved, when
+        the session does not exist. Expired responses are deleted on the way."""
+        ...
+
+    async def get_response(self, response_id: str) -> StoredResponse | None:
+        """A remembered response that has not expired and whose session still exists."""
         ...
 
     def turn_lock(self, key: str) -> AbstractAsyncContextManager[None]:

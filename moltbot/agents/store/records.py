@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -60,8 +61,9 @@ class TurnRecord:
     key: str
     agent_id: str
     run_id: str
-    # The turn's input (a user message, or tool results and the call they answer), then the
-    # assistant's reply, last: partial for aborted and failed runs.
+    # The turn's input (a user message, or tool results and the call they answer), then what
+    # the run produced: with the agent's tools, each answer with its calls and their results;
+    # the last assistant message is the reply (partial for aborted and failed runs).
     messages: tuple[Message, ...]
     status: Status
     started_at: int
@@ -71,8 +73,43 @@ class TurnRecord:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ResponseRecord:
+    """A response of the Responses endpoint to remember (see `SessionStore.save_response`)."""
+
+    id: str
+    session_key: str  # the session its turn was recorded in
+    created_at: int  # ms epoch
+    expires_at: int  # ms epoch; not found from then on
+    body: str | None  # the response object as JSON; None when too large to keep
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    id: str
+    session_key: str
+    created_at: int
+    expires_at: int
+    body: str | None
+    reset_since: bool  # the session was reset since: the response's transcript is gone
+    turns_since: int  # "ok" turns the session recorded after it
+
+    @property
+    def is_latest(self) -> bool:
+        """The session's history still ends with this response's turn."""
+        return not self.reset_since and self.turns_since == 0
+
+
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def reply_index(messages: Sequence[Message]) -> int:
+    """Where a turn's reply is: its last assistant message (the last message if none)."""
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].role == "assistant":
+            return index
+    return len(messages) - 1
 
 
 def stored_message(role: Role, content: str, parts: str | None) -> Message:

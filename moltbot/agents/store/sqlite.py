@@ -41,19 +41,23 @@ from typing import Any, TypeVar
 from moltbot.agents.store.cache import HistoryCache
 from moltbot.agents.store.protocol import RunRegistry
 from moltbot.agents.store.records import (
+    ResponseRecord,
     SessionInfo,
     SessionStoreError,
+    StoredResponse,
     TranscriptMessage,
     TurnRecord,
     history_window,
     like_pattern,
+    reply_index,
     session_values,
     stored_message,
     wall_clock_ms,
 )
 from moltbot.content import Message, message_to_json
+from moltbot.permissions import make_database_private
 
-SCHEMA_VERSION = 2  # stored in PRAGMA user_version; bump it with each migration
+SCHEMA_VERSION = 3  # stored in PRAGMA user_version; bump it with each migration
 
 T = TypeVar("T")
 NO_LOCK: AbstractAsyncContextManager[None] = contextlib.nullcontext()
@@ -126,7 +130,26 @@ DROP TABLE messages;
 ALTER TABLE messages_v2 RENAME TO messages;
 CREATE INDEX messages_by_session ON messages (session_key, session_id, id);
 """
-MIGRATIONS = {0: SCHEMA_V1, 1: MIGRATE_V1_TO_V2}  # from version n to n + 1
+
+# v3: what the Responses endpoint remembers of each response, so that `previous_response_id`
+# can continue it: its session, the transcript (session_id) and the count of "ok" turns that
+# transcript had right after it (a continuation checks the session has not moved on since),
+# and the response object as sent (JSON; NULL when too large to keep). Rows go with their
+# session (ON DELETE CASCADE, served by responses_by_session) and when expired.
+MIGRATE_V2_TO_V3 = """
+CREATE TABLE responses (
+    id TEXT PRIMARY KEY,
+    session_key TEXT NOT NULL REFERENCES sessions (key) ON DELETE CASCADE,
+    session_id TEXT NOT NULL,
+    turns INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    body TEXT
+);
+CREATE INDEX responses_by_session ON responses (session_key);
+CREATE INDEX responses_by_expiry ON responses (expires_at);
+"""
+MIGRATIONS = {0: SCHEMA_V1, 1: MIGRATE_V1_TO_V2, 2: MIGRATE_V2_TO_V3}  # from version n to n + 1
 
 # --- Statements (constant strings, so sqlite3's statement cache prepares each once) ----------
 
@@ -182,9 +205,28 @@ RETURNING {SESSION_COLUMNS}
 
 DELETE_SESSION = "DELETE FROM sessions WHERE key = ?"  # messages go by ON DELETE CASCADE
 
+# No index: an admin's look-up, for keys too long to send back (written before keys had a cap).
+KEY_OF_SESSION_ID = "SELECT key FROM sessions WHERE session_id = ?"
+
 INSERT_EMPTY_SESSION = f"""
 INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, NULL, 0, 0, 0, 0, 0)
 ON CONFLICT (key) DO NOTHING
+"""
+
+# The session's transcript and turn count are taken as they are when the response is saved
+# (right after its turn was recorded); no row when the session does not exist.
+SAVE_RESPONSE = """
+INSERT INTO responses (id, session_key, session_id, turns, created_at, expires_at, body)
+SELECT ?1, key, session_id, turns, ?2, ?3, ?4 FROM sessions WHERE key = ?5
+"""
+
+PURGE_RESPONSES = "DELETE FROM responses WHERE expires_at <= ?"
+
+GET_RESPONSE = """
+SELECT r.session_key, r.created_at, r.expires_at, r.body,
+       s.session_id <> r.session_id, s.turns - r.turns
+FROM responses r JOIN sessions s ON s.key = r.session_key
+WHERE r.id = ? AND r.expires_at > ?
 """
 
 # list() builds its WHERE from the filters given (see list_filter); each of the eight variants
@@ -234,21 +276,25 @@ def list_filter(
 
 
 def message_values(turn: TurnRecord, session_id: str) -> list[tuple[Any, ...]]:
-    """One row per message; the reply (last) carries the model, tokens and error."""
+    """One row per message. The reply (the last assistant message) carries the model, tokens
+    and error, and the end time, like whatever follows it (results of its tool calls)."""
     usage = turn.usage
-    *inputs, reply = turn.messages
-    rows = [
-        (turn.key, session_id, *message_columns(m), turn.run_id, turn.started_at, turn.status,
-         None, None, None, None)
-        for m in inputs
-    ]  # fmt: skip
-    rows.append((
-        turn.key, session_id, *message_columns(reply), turn.run_id, turn.ended_at, turn.status,
-        turn.model,
-        usage.input_tokens if usage else None,
-        usage.output_tokens if usage else None,
-        turn.error,
-    ))  # fmt: skip
+    reply = reply_index(turn.messages)
+    rows = []
+    for index, message in enumerate(turn.messages):
+        if index != reply:
+            ts = turn.started_at if index < reply else turn.ended_at
+            rows.append((turn.key, session_id, *message_columns(message), turn.run_id, ts,
+                         turn.status, None, None, None, None))  # fmt: skip
+            continue
+        rows.append((
+            turn.key, session_id, *message_columns(message), turn.run_id, turn.ended_at,
+            turn.status,
+            turn.model,
+            usage.input_tokens if usage else None,
+            usage.output_tokens if usage else None,
+            turn.error,
+        ))  # fmt: skip
     return rows
 
 
@@ -345,6 +391,7 @@ class Database:
         make_private_dirs(path.parent)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # SQLite gives -wal/-shm this mode
         os.close(fd)
+        make_database_private(path)  # a file left readable by others (an older version's)
         conn = sqlite3.connect(path, isolation_level=None)  # we BEGIN/COMMIT ourselves
         try:
             if trace is not None:
@@ -406,9 +453,27 @@ class Database:
     def delete(self, key: str) -> bool:
         return self.conn.execute(DELETE_SESSION, (key,)).rowcount > 0
 
+    def key_of(self, session_id: str) -> str | None:
+        row = self.conn.execute(KEY_OF_SESSION_ID, (session_id,)).fetchone()
+        return row[0] if row else None
+
     def ensure(self, key: str, agent_id: str, now: int) -> SessionInfo:
         self.conn.execute(INSERT_EMPTY_SESSION, (key, agent_id, str(uuid.uuid4()), now, now))
         return session_from_row(self.conn.execute(GET_SESSION, (key,)).fetchone())
+
+    def save_response(self, record: ResponseRecord, now: int) -> bool:
+        self.conn.execute(PURGE_RESPONSES, (now,))
+        values = (record.id, record.created_at, record.expires_at, record.body, record.session_key)
+        return self.conn.execute(SAVE_RESPONSE, values).rowcount > 0
+
+    def get_response(self, response_id: str, now: int) -> StoredResponse | None:
+        row = self.conn.execute(GET_RESPONSE, (response_id, now)).fetchone()
+        if row is None:
+            return None
+        key, created_at, expires_at, body, reset_since, turns_since = row
+        return StoredResponse(
+            response_id, key, created_at, expires_at, body, bool(reset_since), turns_since
+        )
 
     # Last, so that `list` in the annotations above still means the builtin.
     def list(
@@ -474,8 +539,8 @@ class SqliteStore:
     ) -> SqliteStore:
         """Open (or create) the store at `path`.
 
-        `now_ms` is the clock for reset/ensure/list; `trace`, if given, is called with every SQL
-        statement, on the database thread (for debugging and tests)."""
+        `now_ms` is the clock for reset/ensure/list and response expiry; `trace`, if given, is
+        called with every SQL statement, on the database thread (for debugging and tests)."""
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="session-store")
         loop = asyncio.get_running_loop()
         try:
@@ -592,9 +657,23 @@ class SqliteStore:
         finally:
             self._history.forget(key)
 
+    async def key_of(self, session_id: str) -> str | None:
+        """The key of the session whose current transcript is `session_id`, if any."""
+        return await self._call(self._db.key_of, session_id)
+
     async def ensure(self, key: str, agent_id: str) -> SessionInfo:
         """The session `key`, created empty (no turn) for `agent_id` if it does not exist."""
         return await self._call(self._db.ensure, key, agent_id, self._now_ms())
+
+    async def save_response(self, record: ResponseRecord) -> bool:
+        """Remember a response of the Responses endpoint until `record.expires_at`, tied to
+        its session as it is now (transcript and turn count). False, and nothing saved, when
+        the session does not exist. Expired responses are deleted on the way."""
+        return await self._call(self._db.save_response, record, self._now_ms())
+
+    async def get_response(self, response_id: str) -> StoredResponse | None:
+        """A remembered response that has not expired and whose session still exists."""
+        return await self._call(self._db.get_response, response_id, self._now_ms())
 
     def turn_lock(self, key: str) -> AbstractAsyncContextManager[None]:
         """Nothing to take: the gateway is one process, whose lanes already run a session's

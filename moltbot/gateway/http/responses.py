@@ -25,7 +25,7 @@ from aiohttp import web
 from moltbot.agents.events import EventItem, TextChunk, ToolCallChunk
 from moltbot.agents.run import CONSUMER_STALL_SECONDS, now_ms
 from moltbot.agents.runtime import HISTORY_MESSAGES, AgentRuntime, InvalidTurn, Run, TurnRequest
-from moltbot.agents.sessions import ResponseRecord, SessionStoreError, StoredResponse
+from moltbot.agents.store.records import ResponseRecord, SessionStoreError, StoredResponse
 from moltbot.content import Message
 from moltbot.gateway.access_log import tags
 from moltbot.gateway.errors import GatewayError, InvalidRequest, NotFound

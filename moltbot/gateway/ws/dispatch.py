@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 
-from moltbot.agents.sessions import SessionStoreError
+from moltbot.agents.store.records import SessionStoreError
 from moltbot.gateway.ws.call import Call, ClientInfo, Method, missing_scope
 from moltbot.gateway.ws.connection import Connection
 from moltbot.gateway.ws.hub import Hub

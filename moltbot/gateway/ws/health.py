@@ -77,7 +77,7 @@ async def build_health(runtime: AgentRuntime, config: Config, max_bytes: int) ->
 async def _summary(runtime: AgentRuntime, config: Config) -> dict[str, Any]:
     started = time.monotonic()
     now = now_ms()
-    path = str(config.session_store_path)
+    path = config.session_store_location
     agents = []
     for agent in runtime.agents:
         recent, count = await _recent(runtime, now, agent.id)

@@ -35,7 +35,7 @@ async def health(call: Call, params: Any) -> dict[str, Any]:
 async def status(call: Call, params: Any) -> dict[str, Any]:
     """Params are ignored, as in the reference."""
     runtime, config, now = call.runtime, call.config, now_ms()
-    store_path = str(config.session_store_path)
+    store_path = config.session_store_location
     by_agent = []
     for agent in runtime.agents:
         rows, count = await runtime.store.list(agent_id=agent.id, limit=STATUS_RECENT + 2)

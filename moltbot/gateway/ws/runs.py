@@ -9,7 +9,7 @@ from moltbot.agents.events import usage_data
 from moltbot.agents.prompt import with_timestamp_prefix
 from moltbot.agents.runtime import AgentRuntime, InvalidTurn, Run, TurnRequest
 from moltbot.agents.session_keys import is_reserved
-from moltbot.agents.sessions import SessionStoreError
+from moltbot.agents.store.records import SessionStoreError
 from moltbot.content import ImagePart, Message, Part, TextPart
 from moltbot.gateway.ws.budget import encoded_size, fit_text
 from moltbot.gateway.ws.call import Call

@@ -1,4 +1,4 @@
-"""sessions.list, sessions.preview, sessions.reset, sessions.delete on our SQLite store."""
+"""sessions.list, sessions.preview, sessions.reset, sessions.delete on the session store."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from moltbot.agents.runtime import now_ms
 from moltbot.agents.session_keys import MAX_SESSION_KEY_CHARS, agent_of_key, main_key
-from moltbot.agents.sessions import SessionInfo, TranscriptMessage
+from moltbot.agents.store.records import SessionInfo, TranscriptMessage
 from moltbot.gateway.ws.budget import keep_first, keep_last
 from moltbot.gateway.ws.call import Call
 from moltbot.gateway.ws.params import Params, invalid_params
@@ -79,7 +79,7 @@ async def sessions_list(call: Call, params: Any) -> dict[str, Any]:
                 row["lastMessagePreview"] = preview
     result = {
         "ts": now_ms(),
-        "path": str(call.config.session_store_path),
+        "path": call.config.session_store_location,
         "count": len(rows),
         "defaults": default_model(call.config, call.runtime.providers.default_ref()),
         "sessions": [],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from moltbot.agents.sessions import SessionInfo, TranscriptMessage
+from moltbot.agents.store.records import SessionInfo, TranscriptMessage
 from moltbot.config.model import Config
 from moltbot.content import TextPart
 from moltbot.gateway.ws.chat_events import tool_call_block

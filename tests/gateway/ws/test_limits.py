@@ -11,7 +11,8 @@ import pytest
 from aiohttp import WSMsgType
 
 from moltbot.agents.session_keys import MAX_SESSION_KEY_CHARS
-from moltbot.agents.sessions import SessionStore, TurnRecord
+from moltbot.agents.store.records import TurnRecord
+from moltbot.agents.store.sqlite import SqliteStore
 from moltbot.config.model import AgentConfig
 from moltbot.content import assistant_text, user_text
 from moltbot.gateway.ws import WsOptions
@@ -26,7 +27,7 @@ EVERYTHING = {"includeDerivedTitles": True, "includeLastMessage": True}
 async def _store_turns(path: Path, turns: list[tuple[str, str, str]]) -> None:
     """Write (key, agent, text) turns straight into the session store, as an older gateway
     without the caps could have."""
-    store = await SessionStore.open(path)
+    store = await SqliteStore.open(path)
     try:
         for n, (key, agent, text) in enumerate(turns):
             talk = (user_text(text), assistant_text(text[::-1]))
