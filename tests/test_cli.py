@@ -232,3 +232,33 @@ def test_absurdly_nested_config_is_a_parse_error(state_dir: Path) -> None:
     result = run_cli(["config", "validate", "--config", str(path)], child_env(state_dir))
     assert result.returncode == 2
     assert "nested too deeply" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_several_workers_on_sqlite_is_a_config_error_saying_why(state_dir: Path) -> None:
+    path = write_config(state_dir / "moltbot.json", _config())
+    result = run_cli(["gateway", "--config", str(path), "--workers", "2"], child_env(state_dir))
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "--workers: 2 workers need the postgres session store" in line
+    assert "per-process turn ordering and caches cannot be shared through one file" in line
+    bad = run_cli(["gateway", "--config", str(path), "--workers", "0"], child_env(state_dir))
+    assert bad.returncode == 2 and "expected 1 to 64 workers" in bad.stderr
+
+
+def test_workers_that_cannot_open_the_store_stop_the_gateway_with_one_line(
+    state_dir: Path,
+) -> None:
+    import socket
+
+    with socket.socket() as refusing:  # bound, never listening: connections are refused
+        refusing.bind(("127.0.0.1", 0))
+        port = refusing.getsockname()[1]
+        dsn = f"postgresql://moltbot:pw-SECRET@127.0.0.1:{port}/db"
+        store = {"backend": "postgres", "dsn": dsn}
+        path = write_config(state_dir / "moltbot.json", {**_config(), "session": {"store": store}})
+        args = ["gateway", "--config", str(path), "--port", str(free_port()), "--workers", "2"]
+        result = run_cli(args, child_env(state_dir), timeout=60)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("moltbot: cannot open the session store postgresql://moltbot:***@")
+    assert "pw-SECRET" not in result.stderr and "Traceback" not in result.stderr

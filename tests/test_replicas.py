@@ -1,0 +1,222 @@
+"""Several gateway processes on one PostgreSQL database: `--workers 2` behind one port, and
+separate replicas on their own ports sharing conversations. Real processes, a real database,
+a fake model upstream in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from moltbot.client import GatewayClient
+from tests.fake_upstreams import FakeOpenAI, RecordedRequest
+from tests.process import GatewayProcess, child_env, free_port, gateway_process, write_config
+
+SECRET = "replica-secret-7c2e"
+KEY = "agent:main:shared-thread"
+LIMIT = 20.0  # seconds: the bound on anything one step of these tests waits for
+
+
+def pg_config(upstream: FakeOpenAI, **gateway: Any) -> dict[str, Any]:
+    return {
+        "gateway": {
+            "auth": {"token": SECRET},
+            "http": {"endpoints": {"chatCompletions": {"enabled": True}}},
+            **gateway,
+        },
+        "models": {
+            "providers": {
+                "up": {
+                    "baseUrl": upstream.base_url,
+                    "api": "openai-completions",
+                    "models": [{"id": "m1", "name": "M1"}],
+                }
+            }
+        },
+        "session": {
+            "store": {"backend": "postgres", "dsn": "${MOLTBOT_PG_DSN}", "pool": {"max": 8}}
+        },
+    }
+
+
+@asynccontextmanager
+async def replica(
+    tmp_path: Path, name: str, upstream: FakeOpenAI, dsn: str, *args: str, **env: str
+) -> AsyncIterator[GatewayProcess]:
+    state = tmp_path / name
+    state.mkdir()
+    path = write_config(state / "moltbot.json", pg_config(upstream))
+    command = ["gateway", "--config", str(path), "--port", str(free_port()), *args]
+    async with gateway_process(command, child_env(state, {"MOLTBOT_PG_DSN": dsn, **env})) as gw:
+        yield gw
+
+
+async def chat(
+    http: aiohttp.ClientSession, gateway: GatewayProcess, text: str, key: str | None = KEY
+) -> str:
+    headers = {"Authorization": f"Bearer {SECRET}"}
+    if key is not None:
+        headers["x-moltbot-session-key"] = key
+    body = {"model": "moltbot", "messages": [{"role": "user", "content": text}]}
+    async with http.post(
+        f"{gateway.url}/v1/chat/completions", json=body, headers=headers
+    ) as response:
+        assert response.status == 200, await response.text()
+        return (await response.json())["choices"][0]["message"]["content"]
+
+
+def user_texts(request: RecordedRequest) -> list[str]:
+    return [str(m["content"]) for m in request.messages if m.get("role") == "user"]
+
+
+def client_session() -> aiohttp.ClientSession:
+    # A new connection per request, so SO_REUSEPORT spreads them over the workers.
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(force_close=True),
+        timeout=aiohttp.ClientTimeout(total=LIMIT),
+    )
+
+
+# -- one port, several workers ---------------------------------------------------------------
+
+
+async def test_two_workers_serve_restart_a_killed_one_and_drain_on_sigterm(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    address = str(tmp_path / "notify.sock")
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(address)
+        listener.setblocking(False)
+        async with (
+            FakeOpenAI() as upstream,
+            replica(
+                tmp_path, "w", upstream, pg_dsn, "--workers", "2", NOTIFY_SOCKET=address
+            ) as gateway,
+            client_session() as http,
+        ):
+            # READY=1 comes from the parent, once both workers listen.
+            assert await asyncio.wait_for(loop.sock_recv(listener, 100), LIMIT) == b"READY=1"
+            listening = gateway.log[-1]
+            assert listening["workers"] == 2 and len(listening["pids"]) == 2
+            assert sorted(e["worker"] for e in gateway.log if e["event"] == "worker listening") == [
+                0,
+                1,
+            ]
+            served_by = set()
+            for i in range(24):  # the kernel hashes each new connection to one of the two
+                assert await chat(http, gateway, f"ping {i}", key=None) == (
+                    "Hello from fake upstream"
+                )
+                served_by.add((await gateway.read_log_until("http request"))["worker"])
+            assert served_by == {0, 1}
+
+            os.kill(listening["pids"][0], signal.SIGKILL)
+            exited = await gateway.read_log_until("worker exited")
+            assert (exited["worker"], exited["code"]) == (0, -signal.SIGKILL)
+            restarted = await gateway.read_log_until("worker restarted")
+            assert restarted["worker"] == 0 and restarted["pid"] not in listening["pids"]
+            for i in range(6):
+                await chat(http, gateway, f"after restart {i}", key=None)
+
+            # SIGTERM reaches every worker; a stream in flight is finished, then exit 0.
+            chunks = [f"part{i} " for i in range(6)]
+            upstream.stream(chunks, delay=0.15)
+            body = {
+                "model": "moltbot",
+                "stream": True,
+                "messages": [{"role": "user", "content": "go"}],
+            }
+            async with http.post(
+                f"{gateway.url}/v1/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {SECRET}"},
+            ) as response:
+                assert response.status == 200
+                assert (await response.content.readline()).startswith(b"data: ")
+                gateway.process.send_signal(signal.SIGTERM)
+                rest = (await asyncio.wait_for(response.content.read(), LIMIT)).decode()
+            assert await gateway.stop() == 0
+            assert await asyncio.wait_for(loop.sock_recv(listener, 100), LIMIT) == b"STOPPING=1"
+    text = "".join(
+        json.loads(line[6:])["choices"][0]["delta"].get("content", "")
+        for line in rest.splitlines()
+        if line.startswith("data: {")
+    )
+    assert text == "".join(chunks[1:]) or text == "".join(chunks)
+    assert rest.rstrip().endswith("data: [DONE]")
+    events = [e["event"] for e in gateway.log]
+    assert events.count("worker stopped") == 2 and events[-1] == "gateway stopped"
+
+
+# -- replicas on their own ports -----------------------------------------------------------------
+
+
+async def test_two_replicas_drive_one_conversation_in_order_and_serialise_its_turns(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    async with (
+        FakeOpenAI() as upstream,
+        replica(tmp_path, "a", upstream, pg_dsn) as a,
+        replica(tmp_path, "b", upstream, pg_dsn) as b,
+        client_session() as http,
+    ):
+        for i in range(6):  # alternately through A and B
+            await chat(http, (a, b)[i % 2], f"turn {i}")
+        for i, request in enumerate(upstream.requests):
+            assert user_texts(request) == [f"turn {j}" for j in range(i + 1)]
+
+        # Two turns of the session at once, one on each replica: they run one after the other,
+        # and the second sees the first in its history.
+        upstream.stream(["slow ", "one"], delay=0.2).stream(["slow ", "two"], delay=0.2)
+        upstream.max_active_streams = 0
+        await asyncio.gather(chat(http, a, "together A"), chat(http, b, "together B"))
+        assert upstream.max_active_streams == 1
+        first, second = upstream.requests[-2:]
+        earlier = [f"turn {j}" for j in range(6)]
+        assert user_texts(first) in ([*earlier, "together A"], [*earlier, "together B"])
+        assert user_texts(second) == [*user_texts(first), *user_texts(second)[-1:]]
+        assert len(user_texts(second)) == 8
+
+        # Either replica shows the whole transcript, in order.
+        client = await GatewayClient.connect(
+            b.url.replace("http://", "ws://"), token=SECRET, client_id="test", mode="test"
+        )
+        try:
+            history = await client.request("chat.history", {"sessionKey": KEY})
+        finally:
+            await client.close()
+        users = [m for m in history["messages"] if m["role"] == "user"]
+        assert len(users) == 8 and len(history["messages"]) == 16
+
+
+async def test_kill_9_of_a_replica_mid_turn_loses_no_turn_and_leaves_no_lock(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    async with AsyncExitStack() as stack:
+        upstream = await stack.enter_async_context(FakeOpenAI())
+        a = await stack.enter_async_context(replica(tmp_path, "a", upstream, pg_dsn))
+        b = await stack.enter_async_context(replica(tmp_path, "b", upstream, pg_dsn))
+        http = await stack.enter_async_context(client_session())
+        await chat(http, a, "kept 1")
+        await chat(http, a, "kept 2")
+        upstream.hang()  # A's next turn holds the session's lock and never ends
+        in_flight = asyncio.create_task(chat(http, a, "lost in flight"))
+        await upstream.wait_until(lambda: len(upstream.requests) == 3, timeout=LIMIT)
+        a.process.kill()
+        await a.process.wait()
+        started = time.monotonic()
+        await chat(http, b, "after the crash")
+        assert time.monotonic() - started < LIMIT / 2  # the lock died with A's connection
+        assert user_texts(upstream.requests[-1]) == ["kept 1", "kept 2", "after the crash"]
+        in_flight.cancel()
+        await asyncio.gather(in_flight, return_exceptions=True)
