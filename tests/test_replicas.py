@@ -220,3 +220,39 @@ async def test_kill_9_of_a_replica_mid_turn_loses_no_turn_and_leaves_no_lock(
         assert user_texts(upstream.requests[-1]) == ["kept 1", "kept 2", "after the crash"]
         in_flight.cancel()
         await asyncio.gather(in_flight, return_exceptions=True)
+
+
+async def test_an_agent_idempotency_key_starts_one_run_across_replicas(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    async with (
+        FakeOpenAI() as upstream,
+        replica(tmp_path, "a", upstream, pg_dsn) as a,
+        replica(tmp_path, "b", upstream, pg_dsn) as b,
+    ):
+        on_a = await ws_client(a)
+        on_b = await ws_client(b)
+        try:
+            params = {"message": "once", "idempotencyKey": "key-1", "sessionKey": "idem"}
+            first = await on_a.request("agent", params, expect_final=True, timeout=LIMIT)
+            again = await on_b.request("agent", params, expect_final=True, timeout=LIMIT)
+            assert again == first and first["status"] == "ok"
+            assert len(upstream.requests) == 1
+
+            # While the run is still going on B, A answers the repeat when B's run ends.
+            upstream.stream(["slow ", "answer"], delay=0.3)
+            slow = {"message": "slow", "idempotencyKey": "key-2", "sessionKey": "idem"}
+            started = on_b.start("agent", slow, expect_final=True)
+            await upstream.wait_until(lambda: len(upstream.requests) == 2, timeout=LIMIT)
+            repeat = await on_a.request("agent", slow, expect_final=True, timeout=LIMIT)
+            assert repeat == await asyncio.wait_for(started, LIMIT)
+            assert repeat["result"]["payloads"][0]["text"] == "slow answer"
+            assert len(upstream.requests) == 2
+        finally:
+            await on_a.close()
+            await on_b.close()
+
+
+async def ws_client(gateway: GatewayProcess) -> GatewayClient:
+    url = gateway.url.replace("http://", "ws://")
+    return await GatewayClient.connect(url, token=SECRET, client_id="test", mode="test")

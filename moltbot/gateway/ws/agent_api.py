@@ -13,12 +13,12 @@ from typing import Any
 from moltbot.agents.runtime import Run, TurnRequest, now_ms
 from moltbot.agents.session_keys import agent_of_key, main_key
 from moltbot.config.agents import normalize_agent_id
+from moltbot.gateway.ws import shared_runs
 from moltbot.gateway.ws.attachments import parse_attachments
 from moltbot.gateway.ws.call import Call
-from moltbot.gateway.ws.connection import Connection
-from moltbot.gateway.ws.hub import PAYLOAD_HEADROOM, Hub
+from moltbot.gateway.ws.hub import PAYLOAD_HEADROOM
 from moltbot.gateway.ws.params import Params, invalid_params
-from moltbot.gateway.ws.protocol import invalid_request
+from moltbot.gateway.ws.protocol import RpcError, invalid_request
 from moltbot.gateway.ws.runs import (
     agent_outcome,
     check_writable,
@@ -82,11 +82,18 @@ async def agent(call: Call, params: Any) -> None:
         extra_system_prompt=extra or None,
         timeout_seconds=timeout or None,  # 0: the agent's default
     )
-    run = start_run(call, request)
+    if (earlier := await shared_runs.claim(call, key, session)) is not None:
+        shared_runs.answer_repeat(call, earlier)  # started by another process
+        return
+    try:
+        run = start_run(call, request)
+    except RpcError as exc:  # the key is claimed: repeats get this answer too
+        await shared_runs.remember(call, key, False, None, exc)
+        raise
     accepted = {"runId": key, "status": "accepted", "acceptedAt": now_ms()}
     call.hub.dedupe.put(f"agent:{key}:accepted", True, accepted)
     call.respond(True, accepted)
-    _answer_at_end(call.hub, call.conn, call.request_id, run, consume=True)
+    _answer_at_end(call, run, consume=True)
 
 
 def _known_agent(call: Call, agent_id: str | None) -> str | None:
@@ -114,19 +121,23 @@ def _replay(call: Call, key: str) -> bool:
     if run is not None:
         if not run.done.is_set():
             hub.routes.add(call.conn, "run", key)
-        _answer_at_end(hub, call.conn, call.request_id, run, consume=False)
+        _answer_at_end(call, run, consume=False)
     elif final is not None:
         call.conn.send_response(call.request_id, final.ok, final.payload, final.error)
     return True
 
 
-def _answer_at_end(hub: Hub, conn: Connection, request_id: str, run: Run, consume: bool) -> None:
+def _answer_at_end(call: Call, run: Run, consume: bool) -> None:
+    hub, conn, request_id = call.hub, call.conn, call.request_id
+
     async def answer() -> None:
         await (drain(run, conn) if consume else run.wait())
         room = hub.options.max_payload - PAYLOAD_HEADROOM
         ok, payload, error = await agent_outcome(hub.runtime, run, room)
         hub.dedupe.put(f"agent:{run.id}:final", ok, payload, error)
         conn.send_response(request_id, ok, payload, error)
+        if consume:  # the run this process claimed: its answer, for repeats anywhere
+            await shared_runs.remember(call, run.id, ok, payload, error)
 
     hub.spawn(answer(), name=f"agent result {run.id}")
 
