@@ -256,3 +256,45 @@ async def test_an_agent_idempotency_key_starts_one_run_across_replicas(
 async def ws_client(gateway: GatewayProcess) -> GatewayClient:
     url = gateway.url.replace("http://", "ws://")
     return await GatewayClient.connect(url, token=SECRET, client_id="test", mode="test")
+
+
+async def test_a_websocket_on_replica_b_waits_for_and_aborts_a_run_started_over_http_on_a(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    key = "agent:main:abortable"
+    async with (
+        FakeOpenAI() as upstream,
+        replica(tmp_path, "a", upstream, pg_dsn) as a,
+        replica(tmp_path, "b", upstream, pg_dsn) as b,
+        client_session() as http,
+    ):
+        upstream.hang(after_chunks=1)  # one delta, then nothing until the client goes away
+        go = [{"role": "user", "content": "a long job"}]
+        async with http.post(
+            f"{a.url}/v1/chat/completions",
+            json={"model": "moltbot", "stream": True, "messages": go},
+            headers={"Authorization": f"Bearer {SECRET}", "x-moltbot-session-key": key},
+        ) as response:
+            first = await asyncio.wait_for(response.content.readline(), LIMIT)
+            run_id = json.loads(first[6:])["id"]
+            on_b = await ws_client(b)
+            try:
+                early = await on_b.request("agent.wait", {"runId": run_id, "timeoutMs": 300})
+                assert early == {"runId": run_id, "status": "timeout"}
+                waiting = on_b.start("agent.wait", {"runId": run_id, "timeoutMs": 15_000})
+                aborted = await on_b.request("chat.abort", {"sessionKey": key, "runId": run_id})
+                assert aborted == {"ok": True, "aborted": True, "runIds": [run_id]}
+                rest = (await asyncio.wait_for(response.content.read(), LIMIT)).decode()
+                ended = await asyncio.wait_for(waiting, LIMIT)
+                assert ended["runId"] == run_id and ended["aborted"] is True
+                assert (ended["status"], ended["error"]) == ("error", "run aborted (rpc)")
+                # Once it has ended, B answers from the store at once.
+                later = await on_b.request("agent.wait", {"runId": run_id, "timeoutMs": 0})
+                assert later == ended
+                nothing = await on_b.request("chat.abort", {"sessionKey": key})
+                assert nothing == {"ok": True, "aborted": False, "runIds": []}
+                history = await on_b.request("chat.history", {"sessionKey": key})
+            finally:
+                await on_b.close()
+    assert rest.rstrip().endswith("data: [DONE]")
+    assert [m["role"] for m in history["messages"]] == ["user", "assistant"]

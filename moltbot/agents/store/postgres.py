@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from moltbot.agents.store.pg_channel import CHANNEL, PostgresChannel, turn_notice
 from moltbot.agents.store.records import (
     RunRecord,
     SessionInfo,
@@ -95,6 +96,7 @@ CREATE TABLE moltbot_messages (
     error text
 );
 CREATE INDEX moltbot_messages_by_session ON moltbot_messages (session_key, session_id, id);
+CREATE INDEX moltbot_messages_by_run ON moltbot_messages (run_id);
 CREATE TABLE moltbot_runs (
     run_id text PRIMARY KEY,
     session_key text NOT NULL,
@@ -124,7 +126,8 @@ MESSAGE_COLUMNS = (
 GET_SESSION = f"SELECT {SESSION_COLUMNS} FROM moltbot_sessions WHERE key = $1"
 
 # One statement: the session row (updated_at never goes back) and the turn's messages, in
-# order. The messages come in as parallel arrays, numbered so the ids follow that order.
+# order. The messages come in as parallel arrays, numbered so the ids follow that order. The
+# "turn" notice ($22, unless NULL) goes out when the statement commits.
 RECORD_TURN = f"""
 WITH session AS (
     INSERT INTO moltbot_sessions ({SESSION_COLUMNS})
@@ -148,7 +151,8 @@ WITH session AS (
                               error, n)
     ORDER BY m.n
 )
-SELECT {SESSION_COLUMNS} FROM session
+SELECT {SESSION_COLUMNS}, CASE WHEN $22::text IS NULL THEN NULL ELSE pg_notify('{CHANNEL}', $22) END
+FROM session
 """
 
 # The current transcript, newest first; callers reverse it.
@@ -253,7 +257,7 @@ def message_columns(message: Message) -> tuple[str, str, str | None]:
     return message.role, pg_text(text), parts.replace("\x00", "\\u0000")
 
 
-def turn_arguments(turn: TurnRecord) -> list[Any]:
+def turn_arguments(turn: TurnRecord, origin: str) -> list[Any]:
     """The parameters of RECORD_TURN."""
     key, agent_id, session_id, created, updated, model, *totals, turns, aborted = session_values(
         turn
@@ -273,6 +277,7 @@ def turn_arguments(turn: TurnRecord) -> list[Any]:
         [None] * last + [usage.input_tokens if usage else None],
         [None] * last + [usage.output_tokens if usage else None],
         [None] * last + [pg_optional(turn.error)],
+        turn_notice(origin, turn.run_id, turn.status, turn.started_at, turn.ended_at, turn.error),
     ]  # fmt: skip
 
 
@@ -343,13 +348,14 @@ async def migrate(conn: asyncpg.Connection) -> None:
 class PostgresStore:
     """Sessions and transcripts in PostgreSQL. Open with `await PostgresStore.open(config)`."""
 
-    def __init__(self, pool: asyncpg.Pool, now_ms: Callable[[], int]) -> None:
+    def __init__(self, pool: asyncpg.Pool, dsn: str, now_ms: Callable[[], int]) -> None:
         self._pool = pool
         self._now_ms = now_ms
         # Sessions whose turn lock this process holds, and the connection holding it.
         self._turns: dict[str, asyncpg.Connection] = {}
         self._closing = False
         self.runs = PostgresRuns(self)
+        self.channel = PostgresChannel(self, dsn)
 
     @classmethod
     async def open(
@@ -367,10 +373,12 @@ class PostgresStore:
             )
         except (*DATABASE_ERRORS, ValueError) as exc:
             raise store_error("open", exc) from None
+        store = cls(pool, config.dsn, now_ms)
         try:
             async with pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as conn:
                 await migrate(conn)
                 await conn.execute(FORGET_OLD_RUNS, now_ms() - RUN_RETENTION_MS)
+            await store.channel.start()
         except SessionStoreError:
             await pool.close()
             raise
@@ -378,13 +386,14 @@ class PostgresStore:
             await pool.close()
             raise store_error("open", exc) from None
         log.info("session store open", backend="postgres", dsn=dsn_without_password(config.dsn))
-        return cls(pool, now_ms)
+        return store
 
     async def close(self) -> None:
         """Wait (bounded) for calls in progress, then close every connection."""
         if self._closing:
             return
         self._closing = True
+        await self.channel.close()
         try:
             await asyncio.wait_for(self._pool.close(), ACQUIRE_TIMEOUT_SECONDS)
         except (TimeoutError, *DATABASE_ERRORS):
@@ -434,7 +443,7 @@ class PostgresStore:
 
     async def record_turn(self, turn: TurnRecord) -> SessionInfo:
         """Write a finished run, all or nothing, in one statement; returns after COMMIT."""
-        arguments = turn_arguments(turn)
+        arguments = turn_arguments(turn, self.channel.origin)
         row = await self._on_turn_connection(
             turn.key, "record_turn", lambda c: c.fetchrow(RECORD_TURN, *arguments)
         )

@@ -7,7 +7,7 @@ is typed against these protocols, never against a backend.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -39,12 +39,31 @@ class RunRegistry(Protocol):
         ...
 
 
+class RunChannel(Protocol):
+    """Notices about runs between the processes sharing the store (LISTEN/NOTIFY on
+    PostgreSQL): small JSON objects whose `t` says what they are and `o` who sent them. The
+    store sends a "turn" notice for every turn it records, once it is durable."""
+
+    origin: str  # this process, as its notices name it
+
+    def subscribe(self, listener: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        """Call `listener` with every notice (this process's own too); returns the undo."""
+        ...
+
+    async def publish(self, notice: dict[str, Any]) -> None: ...
+
+    async def turn_end(self, run_id: str) -> dict[str, Any] | None:
+        """The recorded end of `run_id`, shaped as its "turn" notice; None if none is stored."""
+        ...
+
+
 class SessionStore(Protocol):
     """Sessions (one row per key) and their transcripts. Every method raises
     SessionStoreError (naming the operation) when the backend fails."""
 
     # Set when other processes share the store (None: this process is its only user).
     runs: RunRegistry | None
+    channel: RunChannel | None
 
     async def get(self, key: str) -> SessionInfo | None: ...
 

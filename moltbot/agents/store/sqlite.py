@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from moltbot.agents.store.cache import HistoryCache
-from moltbot.agents.store.protocol import RunRegistry
+from moltbot.agents.store.protocol import RunChannel, RunRegistry
 from moltbot.agents.store.records import (
     ResponseRecord,
     SessionInfo,
@@ -528,6 +528,7 @@ class SqliteStore:
         self._history = HistoryCache()
         # One process is this store's only user: the runtime's own memory of runs suffices.
         self.runs: RunRegistry | None = None
+        self.channel: RunChannel | None = None
 
     @classmethod
     async def open(

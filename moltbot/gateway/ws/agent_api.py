@@ -23,6 +23,7 @@ from moltbot.gateway.ws.runs import (
     agent_outcome,
     check_writable,
     drain,
+    ended_result,
     stamped,
     start_run,
     user_message,
@@ -149,6 +150,9 @@ async def agent_wait(call: Call, params: Any) -> dict[str, Any]:
     p.finish("agent.wait")
     timeout_ms = DEFAULT_WAIT_MS if timeout_ms is None else timeout_ms
     run = call.runtime.get_run(run_id)
+    if run is None and call.hub.remote is not None:  # perhaps a run of another process
+        ended = await call.hub.remote.wait_end(run_id, timeout_ms / 1000)
+        return {"runId": run_id, "status": "timeout"} if ended is None else ended_result(ended)
     if run is None or not run.done.is_set():
         if timeout_ms == 0 or not await call.hub.wait_for_run_end(run_id, timeout_ms / 1000):
             return {"runId": run_id, "status": "timeout"}

@@ -135,7 +135,12 @@ async def chat_abort(call: Call, params: Any) -> dict[str, Any]:
     raw_key = p.session_key(required=True) or ""
     run_id = p.string("runId", min_length=1)
     p.finish("chat.abort")
-    return abort_runs(call, call.session_key(raw_key), run_id, reason="rpc")
+    session = call.session_key(raw_key)
+    result = abort_runs(call, session, run_id, reason="rpc")
+    if not result["aborted"] and call.hub.remote is not None:  # perhaps another process's
+        aborted = await call.hub.remote.abort(session, run_id, "rpc")
+        result.update(aborted=bool(aborted), runIds=aborted)
+    return result
 
 
 def abort_runs(call: Call, session: str, run_id: str | None, *, reason: str) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from moltbot.gateway.ws.dedupe import DedupeCache
 from moltbot.gateway.ws.health import HEALTH_SHARE_OF_FRAME, HealthMonitor, build_health
 from moltbot.gateway.ws.options import WsOptions
 from moltbot.gateway.ws.protocol import CLOSE_SERVICE_RESTART
+from moltbot.gateway.ws.remote_runs import RemoteRuns
 from moltbot.gateway.ws.routes import Routes
 from moltbot.logs import get_logger
 
@@ -61,6 +62,8 @@ class Hub:
         self._ticker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._run_waiters: dict[str, set[asyncio.Future[None]]] = {}
+        # Runs of other processes sharing the store (None: no other process can have any).
+        self.remote: RemoteRuns | None = None
         self.stopping = False
         self._stop_reason = ""
 
@@ -77,6 +80,8 @@ class Hub:
         self.chat.reply_of = self._reply_of
         self._unsubscribe = runtime.bus.subscribe(self._on_agent_event)
         self.approvals.attach(runtime.tools.approvals)
+        if runtime.store.channel is not None:
+            self.remote = RemoteRuns(runtime, runtime.store.channel, self.spawn)
         self._ticker = asyncio.create_task(self._tick_loop(), name="ws ticks")
 
     def shutdown(self, reason: str = "gateway stopping") -> None:
@@ -102,6 +107,8 @@ class Hub:
             self._unsubscribe()
             self._unsubscribe = None
         self.approvals.detach()
+        if self.remote is not None:
+            self.remote.close()
         tasks = [*self._tasks, *([self._ticker] if self._ticker else [])]
         for task in tasks:
             task.cancel()

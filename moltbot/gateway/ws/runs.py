@@ -125,3 +125,17 @@ def wait_result(run: Run) -> dict[str, Any]:
         result.update(status="error", error=f"run aborted ({run.error or 'aborted'})")
         result["aborted"] = True
     return result
+
+
+def ended_result(notice: dict[str, Any]) -> dict[str, Any]:
+    """`wait_result` for a run known only by its "turn" notice (it ran in another process)."""
+    result: dict[str, Any] = {"runId": notice["run"], "status": notice["status"]}
+    for field in ("startedAt", "endedAt"):
+        if notice.get(field) is not None:
+            result[field] = notice[field]
+    if notice.get("error"):
+        result["error"] = notice["error"]
+    if notice["status"] == "aborted":
+        result.update(status="error", error=f"run aborted ({notice.get('error') or 'aborted'})")
+        result["aborted"] = True
+    return result
