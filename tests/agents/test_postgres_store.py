@@ -68,7 +68,7 @@ def socket_that_refuses() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-async def test_the_store_never_opens_more_connections_than_its_pool_max_and_one(pg_dsn: str) -> None:
+async def test_the_store_opens_at_most_its_pool_max_and_one_more(pg_dsn: str) -> None:
     store = await PostgresStore.open(PostgresConfig(pg_dsn, 1, 3))
     try:
         await asyncio.gather(*(store.list() for _ in range(50)))

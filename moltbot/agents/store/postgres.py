@@ -223,7 +223,7 @@ GET_RUN = (
     "SELECT run_id, session_key, accepted_at, ended_at, outcome FROM moltbot_runs WHERE run_id = $1"
 )
 END_RUN = "UPDATE moltbot_runs SET ended_at = $2, outcome = $3 WHERE run_id = $1"
-# Runs are remembered for idempotency this long; older rows go at start-up and now and then.
+# Runs are remembered for idempotency this long: older rows are deleted when a store opens.
 RUN_RETENTION_MS = 24 * 3600 * 1000
 FORGET_OLD_RUNS = "DELETE FROM moltbot_runs WHERE accepted_at < $1"
 
