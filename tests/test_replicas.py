@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
-from moltbot.client import GatewayClient
+from moltbot.client import GatewayClient, GatewayError
 from tests.fake_upstreams import FakeOpenAI, RecordedRequest
 from tests.process import GatewayProcess, child_env, free_port, gateway_process, write_config
 
@@ -298,3 +299,44 @@ async def test_a_websocket_on_replica_b_waits_for_and_aborts_a_run_started_over_
                 await on_b.close()
     assert rest.rstrip().endswith("data: [DONE]")
     assert [m["role"] for m in history["messages"]] == ["user", "assistant"]
+
+
+async def test_a_websocket_on_replica_b_follows_a_run_of_replica_a(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    long_delta = "é" * 4000  # more than one notice holds: it travels in parts
+    async with (
+        FakeOpenAI() as upstream,
+        replica(tmp_path, "a", upstream, pg_dsn) as a,
+        replica(tmp_path, "b", upstream, pg_dsn) as b,
+    ):
+        on_a, on_b = await ws_client(a), await ws_client(b)
+        try:
+            upstream.stream(["first ", "second ", long_delta, " last"], delay=0.4)
+            params = {"message": "go", "idempotencyKey": "followed-1", "sessionKey": "f"}
+            final = on_a.start("agent", params, expect_final=True)
+            await upstream.wait_until(lambda: len(upstream.requests) == 1, timeout=LIMIT)
+            followed = await on_b.request("agent.follow", {"runId": "followed-1"})
+            assert followed == {
+                "ok": True,
+                "runId": "followed-1",
+                "following": True,
+                "status": "running",
+            }
+            events = []
+            async with asyncio.timeout(LIMIT):
+                while not events or events[-1]["data"].get("phase") != "end":
+                    event = await on_b.next_event(timeout=LIMIT)
+                    assert event is not None
+                    if event.name == "agent":
+                        events.append(event.payload)
+            deltas = [e["data"]["delta"] for e in events if e["stream"] == "assistant"]
+            assert deltas[-2:] == [long_delta, " last"]  # in order, the long one whole
+            seqs = [e["seq"] for e in events]
+            assert seqs == sorted(seqs) and all(e["runId"] == "followed-1" for e in events)
+            assert (await asyncio.wait_for(final, LIMIT))["status"] == "ok"
+            with pytest.raises(GatewayError, match="unknown run id"):
+                await on_b.request("agent.follow", {"runId": "no-such-run"})
+        finally:
+            await on_a.close()
+            await on_b.close()

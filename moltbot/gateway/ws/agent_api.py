@@ -19,6 +19,7 @@ from moltbot.gateway.ws.call import Call
 from moltbot.gateway.ws.hub import PAYLOAD_HEADROOM
 from moltbot.gateway.ws.params import Params, invalid_params
 from moltbot.gateway.ws.protocol import RpcError, invalid_request
+from moltbot.gateway.ws.remote_runs import RemoteRuns
 from moltbot.gateway.ws.runs import (
     agent_outcome,
     check_writable,
@@ -167,6 +168,8 @@ async def agent_follow(call: Call, params: Any) -> dict[str, Any]:
     run_id, session_key = _follow_target(call, params)
     if run_id is not None:
         run = call.runtime.get_run(run_id)
+        if run is None and call.hub.remote is not None:  # perhaps another process's run
+            return await _follow_remote(call, call.hub.remote, run_id)
         if run is None:
             raise invalid_request(f'unknown run id "{run_id}"')
         following = not run.done.is_set()
@@ -177,6 +180,15 @@ async def agent_follow(call: Call, params: Any) -> dict[str, Any]:
     call.hub.routes.add(call.conn, "session", session_key)
     active = [r.id for r in call.runtime.active_runs(session_key)]
     return {"ok": True, "sessionKey": session_key, "following": True, "activeRunIds": active}
+
+
+async def _follow_remote(call: Call, remote: RemoteRuns, run_id: str) -> dict[str, Any]:
+    call.hub.routes.add(call.conn, "run", run_id)  # first: no relayed event goes astray
+    status = await remote.follow(run_id)
+    if status is None:
+        call.hub.routes.remove(call.conn, "run", run_id)
+        raise invalid_request(f'unknown run id "{run_id}"')
+    return {"ok": True, "runId": run_id, "following": True, "status": status}
 
 
 async def agent_unfollow(call: Call, params: Any) -> dict[str, Any]:

@@ -82,6 +82,7 @@ class Hub:
         self.approvals.attach(runtime.tools.approvals)
         if runtime.store.channel is not None:
             self.remote = RemoteRuns(runtime, runtime.store.channel, self.spawn)
+            self.remote.deliver = self._deliver_remote
         self._ticker = asyncio.create_task(self._tick_loop(), name="ws ticks")
 
     def shutdown(self, reason: str = "gateway stopping") -> None:
@@ -170,6 +171,8 @@ class Hub:
     def _on_agent_event(self, event: AgentEvent) -> None:
         """Called synchronously for every event of every run, HTTP runs included: it must cost
         next to nothing when nobody watches, and it only queues frames."""
+        if self.remote is not None and self.remote.relaying(event.run_id):
+            self.remote.relay(event.run_id, event.payload(), last=event.is_terminal)
         if not self.connections and not self._run_waiters:
             return
         try:
@@ -204,6 +207,17 @@ class Hub:
         if update is not None:
             for conn in tuple(targets):
                 self._send(conn, "chat", update.payload, droppable=update.droppable)
+
+    def _deliver_remote(self, payload: dict[str, Any]) -> None:
+        """An `agent` event of a run in another process, relayed because a socket here
+        follows it."""
+        run_id = str(payload.get("runId"))
+        for conn in tuple(self.routes.targets("run", run_id)):
+            self._send(conn, "agent", payload)
+        data = payload.get("data")
+        if payload.get("stream") == "lifecycle" and isinstance(data, dict):
+            if data.get("phase") in ("end", "error"):
+                self.routes.forget("run", run_id)
 
     def _run_ended(self, run_id: str) -> None:
         self.routes.forget("run", run_id)

@@ -7,11 +7,16 @@ reach them (through the store's run channel; see moltbot/agents/store/pg_channel
   up in the store, at the start and every few seconds.
 - aborting: an "abort" notice goes to every process; each aborts its matching runs and answers
   with "aborted"; the caller collects the answers for a short while.
+- following one run: a "follow" notice asks the process running it to relay its events; it
+  answers "followed" and from then on sends each `agent` event payload as an "event" notice
+  (in order, one sender per run, a payload too long for one notice in parts) until the end.
+  Only followed runs cost notices. Following a whole session stays within one process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +33,12 @@ RECHECK_SECONDS = 2.0
 ABORT_ANSWER_SECONDS = 1.0
 MAX_WAITERS = 10_000  # bounded, as everything kept per request
 MAX_ABORTS = 1_000
+FOLLOW_ANSWER_SECONDS = 1.0
+MAX_RELAYED = 1_000  # runs of this process whose events go to other processes
+RELAY_QUEUE = 10_000  # events of one relayed run waiting to be sent
+PART_CHARS = 1500  # a payload longer goes out in parts (each < 7000 bytes, even in UTF-8)
+
+Deliver = Callable[[dict[str, Any]], None]
 
 
 class RemoteRuns:
@@ -42,6 +53,10 @@ class RemoteRuns:
         self._spawn = spawn
         self._ended: dict[str, set[asyncio.Future[dict[str, Any]]]] = {}
         self._aborts: dict[str, tuple[asyncio.Event, list[str]]] = {}
+        self._follows: dict[str, asyncio.Future[dict[str, Any]]] = {}  # by request id
+        self._relayed: dict[str, asyncio.Queue[dict[str, Any] | None]] = {}  # by run id
+        self._parts: dict[str, list[str]] = {}  # payloads arriving in parts, by part id
+        self.deliver: Deliver | None = None  # the hub's: an event payload of another process
         self._unsubscribe = channel.subscribe(self._on_notice)
 
     def close(self) -> None:
@@ -110,6 +125,82 @@ class RemoteRuns:
             del self._aborts[request]
         return aborted
 
+    # -- agent.follow of one run ---------------------------------------------------------------
+
+    async def follow(self, run_id: str) -> str | None:
+        """Ask the process running `run_id` to relay its events here; its status, or None when
+        no process answers (no such run is running)."""
+        if len(self._follows) >= MAX_ABORTS:
+            return None
+        request = uuid.uuid4().hex
+        answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._follows[request] = answer
+        try:
+            await self._channel.publish({"t": "follow", "req": request, "run": run_id})
+            async with asyncio.timeout(FOLLOW_ANSWER_SECONDS):
+                return str((await answer).get("status"))
+        except (TimeoutError, SessionStoreError):
+            return None
+        finally:
+            del self._follows[request]
+
+    def relay(self, run_id: str, payload: dict[str, Any], last: bool) -> None:
+        """An event of a run of this process that another process follows (see `relaying`)."""
+        queue = self._relayed.get(run_id)
+        if queue is None:
+            return
+        for item in (payload, None) if last else (payload,):  # None: the sender's end
+            if queue.full():  # the database cannot keep up: the oldest event is dropped
+                log.warning("a followed run's relay is full; dropping an event", run_id=run_id)
+                queue.get_nowait()
+            queue.put_nowait(item)
+        if last:
+            del self._relayed[run_id]
+
+    def relaying(self, run_id: str) -> bool:
+        return run_id in self._relayed
+
+    def _start_relay(self, notice: dict[str, Any]) -> None:
+        run_id = str(notice.get("run"))
+        run = self._runtime.get_run(run_id)
+        if run is None or run.done.is_set():
+            return
+        if run_id not in self._relayed and len(self._relayed) < MAX_RELAYED:
+            queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(RELAY_QUEUE)
+            self._relayed[run_id] = queue
+            self._spawn(self._send_relay(queue), name=f"relay {run_id}")
+        answer = {"t": "followed", "req": notice.get("req"), "run": run_id, "status": run.status}
+        self._spawn(self._channel.publish(answer), name="follow answer")
+
+    async def _send_relay(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+        while (payload := await queue.get()) is not None:
+            try:
+                for notice in event_notices(payload):
+                    await self._channel.publish(notice)
+            except SessionStoreError as exc:
+                log.warning("could not relay a followed run's event", error=str(exc))
+
+    def _take_event(self, notice: dict[str, Any]) -> None:
+        """An "event" notice (or one part of it) from another process."""
+        text = notice.get("data")
+        part, parts = notice.get("part"), notice.get("parts")
+        if isinstance(part, int) and isinstance(parts, int) and parts > 1:
+            pid = str(notice.get("id"))
+            pieces = self._parts.setdefault(pid, [])
+            if len(self._parts) > MAX_RELAYED or part != len(pieces):
+                self._parts.pop(pid, None)  # out of order or too many at once: give it up
+                return
+            pieces.append(str(text))
+            if len(pieces) < parts:
+                return
+            text = "".join(self._parts.pop(pid))
+        try:
+            payload = json.loads(str(text))
+        except ValueError:
+            return
+        if self.deliver is not None and isinstance(payload, dict):
+            self.deliver(payload)
+
     # -- notices ------------------------------------------------------------------------------
 
     def _on_notice(self, notice: dict[str, Any]) -> None:
@@ -124,6 +215,13 @@ class RemoteRuns:
             answered, aborted = pending
             aborted.extend(str(r) for r in notice.get("runs") or () if r not in aborted)
             answered.set()
+        elif kind == "follow" and notice.get("o") != self._channel.origin:
+            self._start_relay(notice)
+        elif kind == "followed" and (answer := self._follows.get(str(notice.get("req")))):
+            if not answer.done():
+                answer.set_result(notice)
+        elif kind == "event" and notice.get("o") != self._channel.origin:
+            self._take_event(notice)
 
     def _abort_here(self, notice: dict[str, Any]) -> None:
         key, run_id = notice.get("key"), notice.get("run")
@@ -134,3 +232,16 @@ class RemoteRuns:
         if aborted:
             answer = {"t": "aborted", "req": notice.get("req"), "runs": aborted}
             self._spawn(self._channel.publish(answer), name="abort answer")
+
+
+def event_notices(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """An `agent` event payload as "event" notices: one, or parts that stay under the limit."""
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    if len(text) <= PART_CHARS:
+        return [{"t": "event", "data": text}]
+    pieces = [text[i : i + PART_CHARS] for i in range(0, len(text), PART_CHARS)]
+    pid = uuid.uuid4().hex
+    return [
+        {"t": "event", "id": pid, "part": n, "parts": len(pieces), "data": piece}
+        for n, piece in enumerate(pieces)
+    ]
