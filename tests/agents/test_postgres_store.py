@@ -11,6 +11,8 @@ from collections.abc import Iterator
 import asyncpg
 import pytest
 
+from moltbot.agents.store import postgres
+from moltbot.agents.store.pg_pool import ConnectionPool
 from moltbot.agents.store.postgres import SCHEMA_VERSION, PostgresStore, session_lock_id
 from moltbot.agents.store.records import SessionStoreError, TurnRecord
 from moltbot.config.model import PostgresConfig
@@ -117,3 +119,98 @@ async def _turn(store: PostgresStore, key: str) -> None:
         await store.record_turn(
             TurnRecord(key, "main", "r", (user_text("q"), assistant_text("a")), "ok", 1, 2)
         )
+
+
+async def test_a_turn_waits_for_the_lock_longer_than_a_statement_may_take(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres, "COMMAND_TIMEOUT_SECONDS", 0.3)
+    first = await PostgresStore.open(PostgresConfig(pg_dsn))
+    second = await PostgresStore.open(PostgresConfig(pg_dsn))
+    try:
+        async with first.turn_lock("agent:main:slow"):
+            waiting = asyncio.ensure_future(_turn(second, "agent:main:slow"))
+            await asyncio.sleep(1.0)  # the earlier turn runs long (a slow model)
+            assert not waiting.done()
+        await asyncio.wait_for(waiting, 10)
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_the_pool_is_bounded_serves_waiters_and_replaces_broken_connections(
+    pg_dsn: str,
+) -> None:
+    pool = ConnectionPool(pg_dsn, 0, 2, timeout=5)
+    try:
+        one, two = await pool.take(5), await pool.take(5)
+        order: list[str] = []
+
+        async def user(name: str) -> None:
+            async with pool.acquire(5) as conn:
+                order.append(name)
+                await conn.fetchval("SELECT 1")
+
+        waiting = [asyncio.ensure_future(user(n)) for n in ("first", "second", "third")]
+        await asyncio.sleep(0.05)
+        with pytest.raises(TimeoutError):
+            await pool.take(0.05)  # still full
+        pool.give_back(one)
+        pool.give_back(two, broken=True)  # closed; its place goes to the next waiter
+        await asyncio.wait_for(asyncio.gather(*waiting), 10)
+        # Places go in order; "second" got the broken one's place and had to connect first.
+        assert order[0] == "first" and sorted(order) == ["first", "second", "third"]
+        assert two.is_closed() and not one.is_closed()
+
+        async def interrupted() -> None:
+            async with pool.acquire(5) as conn:
+                await conn.fetchval("SELECT pg_sleep(5)")
+
+        task = asyncio.ensure_future(interrupted())
+        await asyncio.sleep(0.2)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        async with pool.acquire(5) as conn:  # a fresh connection, not the interrupted one
+            assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await asyncio.wait_for(pool.close(), 10)
+
+
+async def test_a_remembered_history_is_used_only_while_nobody_else_wrote(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[object] = []
+    real = postgres.stored_message
+    monkeypatch.setattr(postgres, "stored_message", lambda *a: decoded.append(a) or real(*a))
+    here = await PostgresStore.open(PostgresConfig(pg_dsn))
+    there = await PostgresStore.open(PostgresConfig(pg_dsn))  # another replica
+    key = "agent:main:cached"
+    try:
+        for n in range(1, 4):  # turns here: each reads its history, then writes
+            async with here.turn_lock(key):
+                await here.prompt_history(key)
+                await here.record_turn(turn(key, n))
+        decoded.clear()
+        async with here.turn_lock(key):
+            assert await here.prompt_history(key) == pairs(3)
+            assert decoded == []  # from memory: the head had not moved
+            await here.record_turn(turn(key, 4))
+        async with there.turn_lock(key):
+            await there.record_turn(turn(key, 5))
+        async with here.turn_lock(key):
+            assert await here.prompt_history(key) == pairs(5)  # read again: it moved
+        await there.reset(key)
+        assert await here.prompt_history(key) == []
+    finally:
+        await here.close()
+        await there.close()
+
+
+def turn(key: str, n: int) -> TurnRecord:
+    return TurnRecord(
+        key, "main", f"r{n}", (user_text(f"q{n}"), assistant_text(f"a{n}")), "ok", n, n
+    )
+
+
+def pairs(last: int) -> list[Message]:
+    return [m for n in range(1, last + 1) for m in (user_text(f"q{n}"), assistant_text(f"a{n}"))]

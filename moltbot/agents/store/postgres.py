@@ -27,6 +27,7 @@ import asyncio
 import hashlib
 import json
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -34,6 +35,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from moltbot.agents.store.pg_channel import CHANNEL, PostgresChannel, turn_notice
+from moltbot.agents.store.pg_pool import ConnectionPool, PoolClosed
 from moltbot.agents.store.records import (
     RunRecord,
     SessionInfo,
@@ -62,7 +64,8 @@ SESSION_LOCK_SALT = b"moltbot-session\0"
 ACQUIRE_TIMEOUT_SECONDS = 30.0
 CONNECT_TIMEOUT_SECONDS = 10.0
 COMMAND_TIMEOUT_SECONDS = 30.0
-IDLE_CONNECTION_SECONDS = 300.0
+# The longest a turn may wait for its session's earlier turn: longer than any run may last.
+LOCK_WAIT_SECONDS = 24 * 3600.0
 
 SCHEMA_V1 = """
 CREATE TABLE moltbot_sessions (
@@ -150,8 +153,10 @@ WITH session AS (
          WITH ORDINALITY AS m(role, content, parts, ts, model, input_tokens, output_tokens,
                               error, n)
     ORDER BY m.n
+    RETURNING id
 )
-SELECT {SESSION_COLUMNS}, CASE WHEN $22::text IS NULL THEN NULL ELSE pg_notify('{CHANNEL}', $22) END
+SELECT {SESSION_COLUMNS}, (SELECT max(id) FROM written),
+       CASE WHEN $22::text IS NULL THEN NULL ELSE pg_notify('{CHANNEL}', $22) END
 FROM session
 """
 
@@ -163,13 +168,27 @@ WHERE session_key = $1
 ORDER BY id DESC LIMIT $2
 """
 
-LAST_OK_MESSAGES = """
-SELECT role, content, parts FROM moltbot_messages
-WHERE session_key = $1
-  AND session_id = (SELECT session_id FROM moltbot_sessions WHERE key = $1)
-  AND status = 'ok'
-ORDER BY id DESC LIMIT $2
+# The session's head (its transcript's id and newest message id) and, unless that is the head
+# given in $3/$4 (what this process remembers), its last $2 "ok" messages, newest first. A
+# write anywhere moves the head (ids only grow; a reset or a delete changes the transcript),
+# so a remembered history whose head is unchanged is the history.
+HISTORY = """
+WITH head AS (
+    SELECT s.session_id,
+           (SELECT max(id) FROM moltbot_messages m
+            WHERE m.session_key = s.key AND m.session_id = s.session_id) AS last
+    FROM moltbot_sessions s WHERE s.key = $1
+)
+SELECT head.session_id, head.last, m.role, m.content, m.parts
+FROM head LEFT JOIN LATERAL (
+    SELECT id, role, content, parts FROM moltbot_messages
+    WHERE session_key = $1 AND session_id = head.session_id AND status = 'ok'
+      AND (head.session_id IS DISTINCT FROM $3::text OR head.last IS DISTINCT FROM $4::bigint)
+    ORDER BY id DESC LIMIT $2
+) m ON true
+ORDER BY m.id DESC
 """
+HISTORY_CACHE_SESSIONS = 1024
 
 # Each existing key (in the order asked) with its last $2 messages, newest first.
 PREVIEW = f"""
@@ -310,19 +329,14 @@ def list_filter(
 
 
 def store_error(operation: str, exc: BaseException) -> SessionStoreError:
-    return SessionStoreError(f"session store {operation} failed: {exc}")
+    why = str(exc) or ("timed out" if isinstance(exc, TimeoutError) else type(exc).__name__)
+    return SessionStoreError(f"session store {operation} failed: {why}")
 
 
 DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
 # --- Opening -------------------------------------------------------------------------------------
-
-
-async def keep_session(conn: asyncpg.Connection) -> None:
-    """The pool's reset on release: nothing. Our connections carry no session state (no SET,
-    LISTEN or cursors; a turn's lock is unlocked, or its connection terminated), so asyncpg's
-    own reset query would only cost a round trip per call."""
 
 
 async def migrate(conn: asyncpg.Connection) -> None:
@@ -348,11 +362,14 @@ async def migrate(conn: asyncpg.Connection) -> None:
 class PostgresStore:
     """Sessions and transcripts in PostgreSQL. Open with `await PostgresStore.open(config)`."""
 
-    def __init__(self, pool: asyncpg.Pool, dsn: str, now_ms: Callable[[], int]) -> None:
+    def __init__(self, pool: ConnectionPool, dsn: str, now_ms: Callable[[], int]) -> None:
         self._pool = pool
         self._now_ms = now_ms
         # Sessions whose turn lock this process holds, and the connection holding it.
         self._turns: dict[str, asyncpg.Connection] = {}
+        # key -> (session_id, newest message id, max_messages, history) as last read/written.
+        self._history: OrderedDict[str, tuple[str, int | None, int, list[Message]]] = OrderedDict()
+        self._fresh: set[str] = set()  # keys whose history was read under their turn lock
         self._closing = False
         self.runs = PostgresRuns(self)
         self.channel = PostgresChannel(self, dsn)
@@ -361,29 +378,29 @@ class PostgresStore:
     async def open(
         cls, config: PostgresConfig, *, now_ms: Callable[[], int] = wall_clock_ms
     ) -> PostgresStore:
+        pool = ConnectionPool(
+            config.dsn,
+            config.pool_min,
+            config.pool_max,
+            timeout=CONNECT_TIMEOUT_SECONDS,
+            command_timeout=COMMAND_TIMEOUT_SECONDS,
+        )
         try:
-            pool = await asyncpg.create_pool(
-                config.dsn,
-                min_size=config.pool_min,
-                max_size=config.pool_max,
-                timeout=CONNECT_TIMEOUT_SECONDS,
-                command_timeout=COMMAND_TIMEOUT_SECONDS,
-                max_inactive_connection_lifetime=IDLE_CONNECTION_SECONDS,
-                reset=keep_session,
-            )
+            await pool.start()
         except (*DATABASE_ERRORS, ValueError) as exc:
+            pool.terminate()
             raise store_error("open", exc) from None
         store = cls(pool, config.dsn, now_ms)
         try:
-            async with pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as conn:
+            async with pool.acquire(ACQUIRE_TIMEOUT_SECONDS) as conn:
                 await migrate(conn)
                 await conn.execute(FORGET_OLD_RUNS, now_ms() - RUN_RETENTION_MS)
             await store.channel.start()
         except SessionStoreError:
-            await pool.close()
+            pool.terminate()
             raise
-        except DATABASE_ERRORS as exc:
-            await pool.close()
+        except (*DATABASE_ERRORS, ValueError) as exc:
+            pool.terminate()
             raise store_error("open", exc) from None
         log.info("session store open", backend="postgres", dsn=dsn_without_password(config.dsn))
         return store
@@ -406,8 +423,10 @@ class PostgresStore:
         if self._closing:
             raise SessionStoreError("session store is closed")
         try:
-            async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as conn:
+            async with self._pool.acquire(ACQUIRE_TIMEOUT_SECONDS) as conn:
                 return await work(conn)
+        except PoolClosed:
+            raise SessionStoreError("session store is closed") from None
         except DATABASE_ERRORS as exc:
             raise store_error(operation, exc) from None
 
@@ -432,22 +451,57 @@ class PostgresStore:
 
     async def prompt_history(self, key: str, max_messages: int = 100) -> list[Message]:
         """The model's context: the current transcript's "ok" turns, oldest first, at most the
-        last `max_messages` messages, starting at a user message."""
+        last `max_messages` messages, starting at a user message. What this process read or
+        wrote last is reused when the session's head shows nobody wrote since (see HISTORY)."""
+        known = self._history.get(key)
+        if known is not None and known[2] != max_messages:
+            known = None
+        head = (known[0], known[1]) if known is not None else (None, None)
         rows = await self._on_turn_connection(
             key,
             "prompt_history",
-            lambda c: c.fetch(LAST_OK_MESSAGES, pg_text(key), max(0, max_messages)),
+            lambda c: c.fetch(HISTORY, pg_text(key), max(0, max_messages), *head),
         )
-        messages = [stored_message(r[0], r[1], r[2]) for r in reversed(rows)]
-        return history_window(messages, max_messages)
+        if not rows:  # no such session
+            self._history.pop(key, None)
+            return []
+        now = (rows[0][0], rows[0][1])
+        if key in self._turns:
+            self._fresh.add(key)  # read under the turn lock: record_turn may carry it on
+        if known is not None and now == head:
+            self._history.move_to_end(key)
+            return list(known[3])
+        messages = [stored_message(r[2], r[3], r[4]) for r in reversed(rows) if r[2] is not None]
+        window = history_window(messages, max_messages)
+        self._remember(key, (*now, max_messages, window))
+        return list(window)
 
     async def record_turn(self, turn: TurnRecord) -> SessionInfo:
         """Write a finished run, all or nothing, in one statement; returns after COMMIT."""
         arguments = turn_arguments(turn, self.channel.origin)
-        row = await self._on_turn_connection(
-            turn.key, "record_turn", lambda c: c.fetchrow(RECORD_TURN, *arguments)
-        )
-        return session_from_record(row)
+        fresh = turn.key in self._fresh and turn.key in self._turns
+        try:
+            row = await self._on_turn_connection(
+                turn.key, "record_turn", lambda c: c.fetchrow(RECORD_TURN, *arguments)
+            )
+        except BaseException:
+            self._history.pop(turn.key, None)
+            raise
+        info = session_from_record(row)
+        known = self._history.pop(turn.key, None)
+        # Carried on only if read under this same lock hold: then nobody else wrote between.
+        if fresh and known is not None and known[0] == info.session_id:
+            _, _, limit, messages = known
+            if turn.status == "ok":
+                messages = history_window([*messages, *turn.messages], limit)
+            self._remember(turn.key, (info.session_id, row[11], limit, messages))
+        return info
+
+    def _remember(self, key: str, entry: tuple[str, int | None, int, list[Message]]) -> None:
+        self._history[key] = entry
+        self._history.move_to_end(key)
+        if len(self._history) > HISTORY_CACHE_SESSIONS:
+            self._history.popitem(last=False)
 
     async def messages(self, key: str, limit: int = 200) -> list[TranscriptMessage]:
         rows = await self._run(
@@ -497,16 +551,18 @@ class PostgresStore:
             raise SessionStoreError("session store is closed")
         lock = session_lock_id(key)
         try:
-            conn = await self._pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS)
+            conn = await self._pool.take(ACQUIRE_TIMEOUT_SECONDS)
+        except PoolClosed:
+            raise SessionStoreError("session store is closed") from None
         except DATABASE_ERRORS as exc:
             raise store_error("turn_lock", exc) from None
         try:
-            await conn.execute("SELECT pg_advisory_lock($1)", lock)
+            # Not bounded by the statement timeout: the caller's deadline cancels the wait.
+            await conn.execute("SELECT pg_advisory_lock($1)", lock, timeout=LOCK_WAIT_SECONDS)
         except BaseException as exc:
-            # Cancelled, perhaps just after the lock was granted: the server drops the
-            # connection's locks with the connection.
-            conn.terminate()
-            await asyncio.shield(self._pool.release(conn))
+            # Cancelled, perhaps just after the lock was granted: closing the connection
+            # drops its locks with it.
+            self._pool.give_back(conn, broken=True)
             if isinstance(exc, DATABASE_ERRORS):
                 raise store_error("turn_lock", exc) from None
             raise
@@ -515,15 +571,19 @@ class PostgresStore:
             yield
         finally:
             del self._turns[key]
+            self._fresh.discard(key)
             await asyncio.shield(self._unlock(conn, lock))
 
     async def _unlock(self, conn: asyncpg.Connection, lock: int) -> None:
         try:
             await conn.execute("SELECT pg_advisory_unlock($1)", lock)
-        except DATABASE_ERRORS as exc:
-            log.warning("could not unlock a session; dropping its connection", error=str(exc))
-            conn.terminate()  # the lock goes with the connection
-        await self._pool.release(conn)
+        except BaseException as exc:
+            log.warning("could not unlock a session; dropping its connection", error=repr(exc))
+            self._pool.give_back(conn, broken=True)  # the lock goes with the connection
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self._pool.give_back(conn)
 
     # Last, so that `list` in the annotations above still means the builtin.
     async def list(
