@@ -43,7 +43,9 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        # One write per line (print would write the newline apart): worker processes share
+        # the one stderr, and their lines must not interleave.
+        logger_factory=structlog.WriteLoggerFactory(out),
         cache_logger_on_first_use=True,
     )
     # aiohttp's own loggers: keep their warnings, drop its access log (we write our own line).

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 import structlog
 
@@ -168,17 +169,21 @@ class Supervisor:
         """Every worker's URL once all listen; None if a stop signal came first."""
         for slot in self._slots:
             self._spawn(slot)
-        starting = asyncio.gather(*(self._wait_ready(slot) for slot in self._slots))
+        ready = [asyncio.create_task(self._wait_ready(slot)) for slot in self._slots]
         stopping = asyncio.create_task(self._stop.wait())
         try:
-            await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+            pending: set[asyncio.Task[Any]] = {*ready, stopping}
+            while stopping in pending and any(task in pending for task in ready):
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done & set(ready):
+                    task.result()  # the first worker that failed stops the start-up
         finally:
-            stopping.cancel()
-        if not starting.done():
-            starting.cancel()
-            await asyncio.gather(starting, return_exceptions=True)
+            for task in [*ready, stopping]:
+                task.cancel()
+            await asyncio.gather(*ready, stopping, return_exceptions=True)
+        if self._stop.is_set():
             return None
-        return starting.result()
+        return [task.result() for task in ready]
 
     def _spawn(self, slot: Slot) -> None:
         loop = asyncio.get_running_loop()
@@ -191,6 +196,8 @@ class Supervisor:
         process.start()
         writer.close()  # the child holds its own copy; EOF here means it is gone
         ready: asyncio.Future[str] = loop.create_future()
+        # Marked as seen: a worker may fail after nobody waits for it any more (stopping).
+        ready.add_done_callback(lambda done: done.cancelled() or done.exception())
         slot.process, slot.ready = process, ready
 
         def on_message() -> None:
