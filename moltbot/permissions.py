@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from moltbot.config.model import Config
 from moltbot.config.redact import SECRET_NAME
@@ -90,7 +91,21 @@ def config_secrets(config: Config) -> list[tuple[str, str]]:
             for name, value in provider.headers
             if SECRET_NAME.search(name)
         ]
+    if config.session.postgres is not None:
+        found.append(("the session store's password", dsn_password(config.session.postgres.dsn)))
     return [(what, value) for what, value in found if value and len(value) >= MIN_SECRET_CHARS]
+
+
+def dsn_password(dsn: str) -> str | None:
+    """The password in a postgres:// URL (user:password@host, or ?password=)."""
+    parts = urlsplit(dsn)
+    if parts.password:
+        return unquote(parts.password)
+    for item in parts.query.split("&"):
+        name, _, value = item.partition("=")
+        if name.lower() == "password" and value:
+            return unquote(value)
+    return None
 
 
 def readable_by(path: Path) -> str | None:

@@ -1,38 +1,28 @@
-"""The session store's `responses` table (schema v3): what previous_response_id and
-GET /v1/responses/{id} read, against real SQLite files."""
+"""The session store's responses (SQLite schema v3, a table in PostgreSQL too): what
+previous_response_id and GET /v1/responses/{id} read, on both backends; the SQLite
+migration and index use at the end."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from moltbot.agents.store import sqlite as sessions
+from moltbot.agents.store.protocol import SessionStore
 from moltbot.agents.store.records import ResponseRecord
-from moltbot.agents.store.sqlite import SqliteStore as SessionStore
-from tests.agents.test_sqlite_store import FakeClock, make_turn, query
+from moltbot.agents.store.sqlite import SqliteStore
+from tests.agents.conftest import FakeClock, Target
+from tests.agents.test_sqlite_store import make_turn, query
 
 DAY = 24 * 3600 * 1000
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "state" / "sessions.db"
-
-
-@pytest.fixture
-async def store(db_path: Path, clock: FakeClock) -> AsyncIterator[SessionStore]:
-    opened = await SessionStore.open(db_path, now_ms=clock)
-    yield opened
-    await opened.close()
 
 
 def record(response_id: str, key: str, clock: FakeClock, *, days: int = 30) -> ResponseRecord:
@@ -71,7 +61,7 @@ async def test_no_session_no_response(store: SessionStore, clock: FakeClock) -> 
 
 
 async def test_responses_go_with_their_session(
-    store: SessionStore, clock: FakeClock, db_path: Path
+    store: SessionStore, clock: FakeClock, target: Target
 ) -> None:
     await store.record_turn(make_turn("k", 1))
     await store.record_turn(make_turn("other", 1))
@@ -79,11 +69,11 @@ async def test_responses_go_with_their_session(
     await store.save_response(record("resp_2", "other", clock))
     assert await store.delete("k")
     assert await store.get_response("resp_1") is None
-    assert query(db_path, "SELECT id FROM responses") == [("resp_2",)]
+    assert await target.rows("SELECT id FROM responses") == [("resp_2",)]
 
 
 async def test_expired_responses_are_not_found_and_deleted_on_the_next_save(
-    store: SessionStore, clock: FakeClock, db_path: Path
+    store: SessionStore, clock: FakeClock, target: Target
 ) -> None:
     await store.record_turn(make_turn("k", 1))
     await store.save_response(record("resp_old", "k", clock, days=1))
@@ -91,9 +81,9 @@ async def test_expired_responses_are_not_found_and_deleted_on_the_next_save(
     clock.now += DAY  # expires_at is the first moment it is gone
     assert await store.get_response("resp_old") is None
     assert await store.get_response("resp_new") is not None
-    assert len(query(db_path, "SELECT id FROM responses")) == 2
+    assert len(await target.rows("SELECT id FROM responses")) == 2
     await store.save_response(record("resp_3", "k", clock))
-    assert sorted(query(db_path, "SELECT id FROM responses")) == [("resp_3",), ("resp_new",)]
+    assert sorted(await target.rows("SELECT id FROM responses")) == [("resp_3",), ("resp_new",)]
 
 
 async def test_a_body_may_be_left_out(store: SessionStore, clock: FakeClock) -> None:
@@ -103,12 +93,12 @@ async def test_a_body_may_be_left_out(store: SessionStore, clock: FakeClock) -> 
     assert found is not None and found.body is None
 
 
-async def test_responses_survive_reopening(db_path: Path, clock: FakeClock) -> None:
-    first = await SessionStore.open(db_path, now_ms=clock)
+async def test_responses_survive_reopening(target: Target, clock: FakeClock) -> None:
+    first = await target.open(clock)
     await first.record_turn(make_turn("k", 1))
     await first.save_response(record("resp_1", "k", clock))
     await first.close()
-    second = await SessionStore.open(db_path, now_ms=clock)
+    second = await target.open(clock)
     try:
         assert (await second.get_response("resp_1")) is not None
     finally:
@@ -133,7 +123,7 @@ async def test_a_v2_file_is_migrated_to_v3_keeping_its_data(
                 " status) VALUES ('k', 's1', ?, ?, 'r0', 1, 'ok')",
                 (role, text),
             )
-    store = await SessionStore.open(db_path, now_ms=clock)
+    store = await SqliteStore.open(db_path, now_ms=clock)
     try:
         await store.record_turn(make_turn("k", 1))
         assert await store.save_response(record("resp_1", "k", clock))

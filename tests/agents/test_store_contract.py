@@ -1,21 +1,17 @@
 """The session store contract: every behaviour the runtime and the WebSocket methods rely on,
-run against both backends (a real SQLite file in tmp_path, a real PostgreSQL database)."""
+run against both backends (a real SQLite file in tmp_path, a real PostgreSQL database; the
+`target`, `store` and `clock` fixtures are in conftest.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-import sqlite3
 import sys
-from collections.abc import AsyncIterator
-from contextlib import closing
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-import asyncpg
 import pytest
 
-from moltbot.agents.store.postgres import PostgresStore
 from moltbot.agents.store.protocol import SessionStore
 from moltbot.agents.store.records import (
     SessionInfo,
@@ -24,73 +20,12 @@ from moltbot.agents.store.records import (
     TranscriptMessage,
     TurnRecord,
 )
-from moltbot.agents.store.sqlite import SqliteStore
-from moltbot.config.model import PostgresConfig
 from moltbot.content import ImagePart, Message, TextPart, ToolCall, assistant_text, user_text
 from moltbot.providers.base import Usage
+from tests.agents.conftest import FakeClock, Target
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MINUTE = 60_000
-
-
-class FakeClock:
-    def __init__(self, now: int = 1_000_000) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
-
-
-@dataclass
-class Target:
-    """Where a backend keeps its data, and how to look at it behind the store's back."""
-
-    backend: str
-    path: Path | None = None
-    dsn: str | None = None
-
-    async def open(self, clock: FakeClock | None = None) -> SessionStore:
-        now = clock or FakeClock()
-        if self.backend == "sqlite":
-            assert self.path is not None
-            return await SqliteStore.open(self.path, now_ms=now)
-        assert self.dsn is not None
-        return await PostgresStore.open(PostgresConfig(self.dsn, 1, 10), now_ms=now)
-
-    async def rows(self, sql: str, *params: object) -> list[tuple[object, ...]]:
-        """`sql` in SQLite's spelling (tables `messages`/`sessions`, `?` parameters)."""
-        if self.backend == "sqlite":
-            assert self.path is not None
-            with closing(sqlite3.connect(self.path)) as conn:
-                return conn.execute(sql, params).fetchall()
-        for table in ("messages", "sessions"):
-            sql = sql.replace(f" {table}", f" moltbot_{table}")
-        for n in range(len(params)):
-            sql = sql.replace("?", f"${n + 1}", 1)
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            return [tuple(r) for r in await conn.fetch(sql, *params)]
-        finally:
-            await conn.close()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
-    if request.param == "sqlite":
-        return Target("sqlite", path=tmp_path / "state" / "sessions.db")
-    return Target("postgres", dsn=request.getfixturevalue("pg_dsn"))
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def store(target: Target, clock: FakeClock) -> AsyncIterator[SessionStore]:
-    opened = await target.open(clock)
-    yield opened
-    await opened.close()
 
 
 def make_turn(
@@ -704,3 +639,12 @@ async def test_a_turn_reads_and_writes_under_its_lock_and_an_abandoned_wait_rele
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_key_is_found_by_its_current_transcript(store: SessionStore) -> None:
+    info = await store.record_turn(make_turn("agent:main:by-id", 1))
+    assert await store.key_of(info.session_id) == "agent:main:by-id"
+    fresh = await store.reset("agent:main:by-id")
+    assert fresh is not None
+    assert await store.key_of(info.session_id) is None  # only the current transcript
+    assert await store.key_of(fresh.session_id) == "agent:main:by-id"

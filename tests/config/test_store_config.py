@@ -107,3 +107,17 @@ def test_config_show_masks_the_dsn_password(tmp_path: Path) -> None:
     # The output is itself a valid config (the masked DSN is still a postgres:// URL).
     again = load(tmp_path, json.dumps(shown)).config
     assert again.session.backend == "postgres"
+
+
+def test_a_dsn_password_counts_as_a_secret_of_the_config(tmp_path: Path) -> None:
+    from moltbot.permissions import config_secrets, dsn_password
+
+    config = load(tmp_path, f"{{session: {{store: {PG}}}}}").config
+    assert ("the session store's password", "pw-SECRET") in config_secrets(config)
+    assert dsn_password("postgresql://u:a%40long-enough-secret@h/db") == "a@long-enough-secret"
+    assert dsn_password("postgresql://h/db?sslmode=require&password=in-the-query-1") == (
+        "in-the-query-1"
+    )
+    assert dsn_password("postgresql://u@h/db") is None
+    short = '{session: {store: {backend: "postgres", dsn: "postgres://u:pw@h/d"}}}'
+    assert config_secrets(load(tmp_path, short).config) == []  # too short to look for

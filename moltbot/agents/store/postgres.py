@@ -37,9 +37,11 @@ import asyncpg
 from moltbot.agents.store.pg_channel import CHANNEL, PostgresChannel, turn_notice
 from moltbot.agents.store.pg_pool import ConnectionPool, PoolClosed
 from moltbot.agents.store.records import (
+    ResponseRecord,
     RunRecord,
     SessionInfo,
     SessionStoreError,
+    StoredResponse,
     TranscriptMessage,
     TurnRecord,
     history_window,
@@ -49,7 +51,7 @@ from moltbot.agents.store.records import (
     wall_clock_ms,
 )
 from moltbot.config.model import PostgresConfig, dsn_without_password
-from moltbot.content import Message, message_to_json
+from moltbot.content import Message, message_to_json, without_image_bytes
 from moltbot.logs import get_logger
 
 log = get_logger("moltbot.store")
@@ -108,6 +110,17 @@ CREATE TABLE moltbot_runs (
     outcome text
 );
 CREATE INDEX moltbot_runs_by_time ON moltbot_runs (accepted_at);
+CREATE TABLE moltbot_responses (
+    id text PRIMARY KEY,
+    session_key text NOT NULL REFERENCES moltbot_sessions (key) ON DELETE CASCADE,
+    session_id text NOT NULL,
+    turns bigint NOT NULL,
+    created_at bigint NOT NULL,
+    expires_at bigint NOT NULL,
+    body text
+);
+CREATE INDEX moltbot_responses_by_session ON moltbot_responses (session_key);
+CREATE INDEX moltbot_responses_by_expiry ON moltbot_responses (expires_at);
 """
 MIGRATIONS = {0: SCHEMA_V1}  # from version n to n + 1
 
@@ -211,6 +224,25 @@ RETURNING {SESSION_COLUMNS}
 """
 
 DELETE_SESSION = "DELETE FROM moltbot_sessions WHERE key = $1"  # messages go by CASCADE
+
+# No index: an admin's look-up, for keys too long to send back.
+KEY_OF_SESSION_ID = "SELECT key FROM moltbot_sessions WHERE session_id = $1"
+
+# What the Responses endpoint remembers (see SqliteStore.save_response): the session's
+# transcript and turn count as they are now; nothing when the session does not exist. Expired
+# rows go in the same statement.
+SAVE_RESPONSE = """
+WITH purged AS (DELETE FROM moltbot_responses WHERE expires_at <= $6)
+INSERT INTO moltbot_responses (id, session_key, session_id, turns, created_at, expires_at, body)
+SELECT $1, key, session_id, turns, $2, $3, $4 FROM moltbot_sessions WHERE key = $5
+"""
+
+GET_RESPONSE = """
+SELECT r.session_key, r.created_at, r.expires_at, r.body,
+       s.session_id <> r.session_id, s.turns - r.turns
+FROM moltbot_responses r JOIN moltbot_sessions s ON s.key = r.session_key
+WHERE r.id = $1 AND r.expires_at > $2
+"""
 
 # The row as it is after the insert, whether this statement or an earlier one made it.
 ENSURE_SESSION = f"""
@@ -493,7 +525,9 @@ class PostgresStore:
         if fresh and known is not None and known[0] == info.session_id:
             _, _, limit, messages = known
             if turn.status == "ok":
-                messages = history_window([*messages, *turn.messages], limit)
+                # Image bytes are not kept, as a read from the database would not have them.
+                added = [without_image_bytes(m) for m in turn.messages]
+                messages = history_window([*messages, *added], limit)
             self._remember(turn.key, (info.session_id, row[11], limit, messages))
         return info
 
@@ -540,6 +574,31 @@ class PostgresStore:
             lambda c: c.fetchrow(ENSURE_SESSION, pg_text(key), pg_text(agent_id), session_id, now),
         )
         return session_from_record(row)
+
+    async def key_of(self, session_id: str) -> str | None:
+        return await self._run(
+            "key_of", lambda c: c.fetchval(KEY_OF_SESSION_ID, pg_text(session_id))
+        )
+
+    async def save_response(self, record: ResponseRecord) -> bool:
+        values = (
+            pg_text(record.id), record.created_at, record.expires_at,
+            pg_optional(record.body), pg_text(record.session_key), self._now_ms(),
+        )  # fmt: skip
+        status = await self._run("save_response", lambda c: c.execute(SAVE_RESPONSE, *values))
+        return status != "INSERT 0 0"
+
+    async def get_response(self, response_id: str) -> StoredResponse | None:
+        row = await self._run(
+            "get_response",
+            lambda c: c.fetchrow(GET_RESPONSE, pg_text(response_id), self._now_ms()),
+        )
+        if row is None:
+            return None
+        key, created_at, expires_at, body, reset_since, turns_since = row
+        return StoredResponse(
+            response_id, key, created_at, expires_at, body, bool(reset_since), turns_since
+        )
 
     # -- turns of one session, one at a time across processes -------------------------------
 
