@@ -109,7 +109,7 @@ def dsn_password(dsn: str) -> str | None:
 
 
 def readable_by(path: Path) -> str | None:
-    """"the group", "others", "the group and others", or None: who can read `path`, given its
+    """ "the group", "others", "the group and others", or None: who can read `path`, given its
     mode and the search permission of the directories above it."""
     try:
         mode = path.stat().st_mode

@@ -2,12 +2,14 @@
 
 Each process keeps one connection of its own (outside the pool) listening on one channel, and
 sends notices with `pg_notify` through the pool. A notice is a small JSON object: `t` says what
-it is, `o` which process sent it. The store itself announces every recorded turn (`"turn"`,
-in the very statement that records it, so the notice goes out exactly when the turn is
-durable); the WebSocket layer sends and answers abort requests.
+it is, `o` which process sent it. Only what is rare goes this way (abort requests, following a
+run): recorded turns are not announced, since a NOTIFY makes commits wait for one another
+(PostgreSQL serialises the commits of notifying transactions) and wakes every listener, on
+the hottest path there is; whoever waits for a run's end looks it up in the store instead
+(`turn_end`).
 
 A lost listening connection is opened again (with a growing delay); notices sent meanwhile are
-missed, which is why a waiter also looks in the store now and then.
+missed.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ log = get_logger("moltbot.store")
 CHANNEL = "moltbot_runs"
 # PostgreSQL refuses payloads of 8000 bytes and more; ours stay well below.
 MAX_NOTICE_BYTES = 7000
-MAX_ERROR_CHARS = 500
 RECONNECT_FIRST_SECONDS, RECONNECT_MAX_SECONDS = 0.5, 30.0
 CONNECT_TIMEOUT_SECONDS = 10.0
 
@@ -50,14 +51,6 @@ def encode(notice: dict[str, Any]) -> str | None:
     """The notice as JSON, or None when it would be too long to send."""
     text = json.dumps(notice, ensure_ascii=False, separators=(",", ":"))
     return text if len(text.encode("utf-8", "surrogatepass")) <= MAX_NOTICE_BYTES else None
-
-
-def turn_notice(origin: str, run_id: str, status: str, started_at: int, ended_at: int,
-                error: str | None) -> str | None:  # fmt: skip
-    error = None if error is None else error[:MAX_ERROR_CHARS]
-    notice = {"t": "turn", "o": origin, "run": run_id, "status": status,
-              "startedAt": started_at, "endedAt": ended_at, "error": error}  # fmt: skip
-    return encode(notice)
 
 
 class PostgresChannel:
@@ -98,8 +91,8 @@ class PostgresChannel:
         )
 
     async def turn_end(self, run_id: str) -> dict[str, Any] | None:
-        """The recorded end of `run_id` as a "turn" notice would carry it; None if no turn of
-        that id is recorded."""
+        """The recorded end of `run_id` ("t": "turn", its status, start, end and error); None
+        if no turn of that id is recorded."""
         row = await self._store._run("turn_end", lambda c: c.fetchrow(TURN_END, run_id))
         if row is None:
             return None

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from moltbot.agents.store.pg_channel import CHANNEL, PostgresChannel, turn_notice
+from moltbot.agents.store.pg_channel import PostgresChannel
 from moltbot.agents.store.pg_pool import ConnectionPool, PoolClosed
 from moltbot.agents.store.records import (
     ResponseRecord,
@@ -142,8 +142,7 @@ MESSAGE_COLUMNS = (
 GET_SESSION = f"SELECT {SESSION_COLUMNS} FROM moltbot_sessions WHERE key = $1"
 
 # One statement: the session row (updated_at never goes back) and the turn's messages, in
-# order. The messages come in as parallel arrays, numbered so the ids follow that order. The
-# "turn" notice ($22, unless NULL) goes out when the statement commits.
+# order. The messages come in as parallel arrays, numbered so the ids follow that order.
 RECORD_TURN = f"""
 WITH session AS (
     INSERT INTO moltbot_sessions ({SESSION_COLUMNS})
@@ -168,9 +167,7 @@ WITH session AS (
     ORDER BY m.n
     RETURNING id
 )
-SELECT {SESSION_COLUMNS}, (SELECT max(id) FROM written),
-       CASE WHEN $22::text IS NULL THEN NULL ELSE pg_notify('{CHANNEL}', $22) END
-FROM session
+SELECT {SESSION_COLUMNS}, (SELECT max(id) FROM written) FROM session
 """
 
 # The current transcript, newest first; callers reverse it.
@@ -308,7 +305,7 @@ def message_columns(message: Message) -> tuple[str, str, str | None]:
     return message.role, pg_text(text), parts.replace("\x00", "\\u0000")
 
 
-def turn_arguments(turn: TurnRecord, origin: str) -> list[Any]:
+def turn_arguments(turn: TurnRecord) -> list[Any]:
     """The parameters of RECORD_TURN."""
     key, agent_id, session_id, created, updated, model, *totals, turns, aborted = session_values(
         turn
@@ -328,7 +325,6 @@ def turn_arguments(turn: TurnRecord, origin: str) -> list[Any]:
         [None] * last + [usage.input_tokens if usage else None],
         [None] * last + [usage.output_tokens if usage else None],
         [None] * last + [pg_optional(turn.error)],
-        turn_notice(origin, turn.run_id, turn.status, turn.started_at, turn.ended_at, turn.error),
     ]  # fmt: skip
 
 
@@ -510,7 +506,7 @@ class PostgresStore:
 
     async def record_turn(self, turn: TurnRecord) -> SessionInfo:
         """Write a finished run, all or nothing, in one statement; returns after COMMIT."""
-        arguments = turn_arguments(turn, self.channel.origin)
+        arguments = turn_arguments(turn)
         fresh = turn.key in self._fresh and turn.key in self._turns
         try:
             row = await self._on_turn_connection(

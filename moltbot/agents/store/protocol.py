@@ -41,8 +41,8 @@ class RunRegistry(Protocol):
 
 class RunChannel(Protocol):
     """Notices about runs between the processes sharing the store (LISTEN/NOTIFY on
-    PostgreSQL): small JSON objects whose `t` says what they are and `o` who sent them. The
-    store sends a "turn" notice for every turn it records, once it is durable."""
+    PostgreSQL): small JSON objects whose `t` says what they are and `o` who sent them, for
+    what is rare (aborts, following a run); and the recorded end of a run, by its id."""
 
     origin: str  # this process, as its notices name it
 
@@ -53,7 +53,8 @@ class RunChannel(Protocol):
     async def publish(self, notice: dict[str, Any]) -> None: ...
 
     async def turn_end(self, run_id: str) -> dict[str, Any] | None:
-        """The recorded end of `run_id`, shaped as its "turn" notice; None if none is stored."""
+        """The recorded end of `run_id` ({"t": "turn", "run", "status", "startedAt",
+        "endedAt", "error"}); None if no turn of that id is recorded."""
         ...
 
 

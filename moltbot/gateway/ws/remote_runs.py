@@ -1,10 +1,10 @@
 """Runs of the other processes sharing the session store, as `agent.wait` and `chat.abort`
 reach them (through the store's run channel; see moltbot/agents/store/pg_channel.py).
 
-- waiting: a run this process does not know may be running elsewhere. Its end is the "turn"
-  notice the store sends when it records the turn; in case a notice is missed (the run ended
-  before the wait began, or the listening connection was down) the waiter also looks the run
-  up in the store, at the start and every few seconds.
+- waiting: a run this process does not know may be running elsewhere. It has ended once its
+  turn is recorded: the waiter looks it up in the store, at once and then every half second
+  (turns are not announced: see pg_channel.py), so a wait costs the store one small read a
+  poll and a busy gateway nothing.
 - aborting: an "abort" notice goes to every process; each aborts its matching runs and answers
   with "aborted"; the caller collects the answers for a short while.
 - following one run: a "follow" notice asks the process running it to relay its events; it
@@ -28,7 +28,7 @@ from moltbot.logs import get_logger
 
 log = get_logger("moltbot.ws")
 
-RECHECK_SECONDS = 2.0
+POLL_SECONDS = 0.5
 # How long an abort request collects answers: one round trip through the database per process.
 ABORT_ANSWER_SECONDS = 1.0
 MAX_WAITERS = 10_000  # bounded, as everything kept per request
@@ -51,7 +51,7 @@ class RemoteRuns:
         self._runtime = runtime
         self._channel = channel
         self._spawn = spawn
-        self._ended: dict[str, set[asyncio.Future[dict[str, Any]]]] = {}
+        self._waiting = 0  # agent.wait calls polling the store
         self._aborts: dict[str, tuple[asyncio.Event, list[str]]] = {}
         self._follows: dict[str, asyncio.Future[dict[str, Any]]] = {}  # by request id
         self._relayed: dict[str, asyncio.Queue[dict[str, Any] | None]] = {}  # by run id
@@ -65,27 +65,20 @@ class RemoteRuns:
     # -- agent.wait ---------------------------------------------------------------------------
 
     async def wait_end(self, run_id: str, timeout: float) -> dict[str, Any] | None:
-        """The "turn" notice of `run_id` once it has ended (wherever it ran), or None when
+        """The recorded end of `run_id` once it has ended (wherever it ran), or None when
         `timeout` passes first."""
-        if timeout <= 0 or sum(len(w) for w in self._ended.values()) >= MAX_WAITERS:
+        if timeout <= 0 or self._waiting >= MAX_WAITERS:
             return await self._look_up(run_id)
-        ended: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._ended.setdefault(run_id, set()).add(ended)  # before the look-up: no gap
+        self._waiting += 1
         try:
             async with asyncio.timeout(timeout):
-                while (found := await self._look_up(run_id)) is None:
-                    done, _ = await asyncio.wait([ended], timeout=RECHECK_SECONDS)
-                    if done:
-                        return ended.result()
+                while (found := await self._look_up(run_id)) is None:  # noqa: ASYNC110 (a database)
+                    await asyncio.sleep(POLL_SECONDS)
                 return found
         except TimeoutError:
             return None
         finally:
-            waiters = self._ended.get(run_id)
-            if waiters is not None:
-                waiters.discard(ended)
-                if not waiters:
-                    del self._ended[run_id]
+            self._waiting -= 1
 
     async def _look_up(self, run_id: str) -> dict[str, Any] | None:
         try:
@@ -205,11 +198,7 @@ class RemoteRuns:
 
     def _on_notice(self, notice: dict[str, Any]) -> None:
         kind = notice.get("t")
-        if kind == "turn":
-            for waiter in self._ended.get(str(notice.get("run")), ()):
-                if not waiter.done():
-                    waiter.set_result(notice)
-        elif kind == "abort" and notice.get("o") != self._channel.origin:
+        if kind == "abort" and notice.get("o") != self._channel.origin:
             self._abort_here(notice)
         elif kind == "aborted" and (pending := self._aborts.get(str(notice.get("req")))):
             answered, aborted = pending
