@@ -121,6 +121,32 @@ CREATE TABLE moltbot_responses (
 );
 CREATE INDEX moltbot_responses_by_session ON moltbot_responses (session_key);
 CREATE INDEX moltbot_responses_by_expiry ON moltbot_responses (expires_at);
+-- A turn's start in one round trip: its session's lock, then (a new snapshot: the function is
+-- volatile) the session's head and history as HISTORY reads them.
+CREATE FUNCTION moltbot_begin_turn(lock_key bigint, turn_key text, max_messages integer,
+                                   known_session text, known_last bigint)
+RETURNS TABLE (h_session text, h_last bigint, m_role text, m_content text, m_parts text)
+LANGUAGE plpgsql VOLATILE AS $fn$
+BEGIN
+    PERFORM pg_advisory_lock(lock_key);
+    RETURN QUERY
+    WITH head AS (
+        SELECT s.session_id,
+               (SELECT max(m.id) FROM moltbot_messages m
+                WHERE m.session_key = s.key AND m.session_id = s.session_id) AS last
+        FROM moltbot_sessions s WHERE s.key = turn_key
+    )
+    SELECT head.session_id, head.last, h.role, h.content, h.parts
+    FROM head LEFT JOIN LATERAL (
+        SELECT m.id, m.role, m.content, m.parts FROM moltbot_messages m
+        WHERE m.session_key = turn_key AND m.session_id = head.session_id AND m.status = 'ok'
+          AND (head.session_id IS DISTINCT FROM known_session
+               OR head.last IS DISTINCT FROM known_last)
+        ORDER BY m.id DESC LIMIT max_messages
+    ) h ON true
+    ORDER BY h.id DESC;
+END
+$fn$;
 """
 MIGRATIONS = {0: SCHEMA_V1}  # from version n to n + 1
 
@@ -199,6 +225,9 @@ FROM head LEFT JOIN LATERAL (
 ORDER BY m.id DESC
 """
 HISTORY_CACHE_SESSIONS = 1024
+BEGIN_TURN = "SELECT * FROM moltbot_begin_turn($1, $2, $3, $4::text, $5::bigint)"
+# The window a turn's history is read with, fetched with its lock (the runtime's).
+TURN_HISTORY_MESSAGES = 100
 
 # Each existing key (in the order asked) with its last $2 messages, newest first.
 PREVIEW = f"""
@@ -398,6 +427,8 @@ class PostgresStore:
         # key -> (session_id, newest message id, max_messages, history) as last read/written.
         self._history: OrderedDict[str, tuple[str, int | None, int, list[Message]]] = OrderedDict()
         self._fresh: set[str] = set()  # keys whose history was read under their turn lock
+        # What turn_lock read with the lock, for the turn's one prompt_history call.
+        self._prefetched: dict[str, tuple[int, tuple[str | None, int | None], list[Any]]] = {}
         self._closing = False
         self.runs = PostgresRuns(self)
         self.channel = PostgresChannel(self, dsn)
@@ -480,23 +511,47 @@ class PostgresStore:
     async def prompt_history(self, key: str, max_messages: int = 100) -> list[Message]:
         """The model's context: the current transcript's "ok" turns, oldest first, at most the
         last `max_messages` messages, starting at a user message. What this process read or
-        wrote last is reused when the session's head shows nobody wrote since (see HISTORY)."""
+        wrote last is reused when the session's head shows nobody wrote since (see HISTORY).
+        Under the turn lock it usually came with the lock (see turn_lock)."""
+        prefetched = self._prefetched.pop(key, None)
+        if prefetched is not None and prefetched[0] == max_messages:
+            _, head, rows = prefetched
+        else:
+            head = self._known_head(key, max_messages)
+            rows = await self._on_turn_connection(
+                key,
+                "prompt_history",
+                lambda c: c.fetch(HISTORY, pg_text(key), max(0, max_messages), *head),
+            )
+        return self._history_from(key, max_messages, head, rows)
+
+    def _known_head(self, key: str, max_messages: int) -> tuple[str | None, int | None]:
         known = self._history.get(key)
-        if known is not None and known[2] != max_messages:
-            known = None
-        head = (known[0], known[1]) if known is not None else (None, None)
-        rows = await self._on_turn_connection(
-            key,
-            "prompt_history",
-            lambda c: c.fetch(HISTORY, pg_text(key), max(0, max_messages), *head),
+        return (
+            (known[0], known[1])
+            if known is not None and known[2] == max_messages
+            else (
+                None,
+                None,
+            )
         )
+
+    def _history_from(
+        self,
+        key: str,
+        max_messages: int,
+        head: tuple[str | None, int | None],
+        rows: Sequence[Sequence[Any]],
+    ) -> list[Message]:
+        """The history of `rows` (HISTORY's), or the remembered one when its head is `head`."""
         if not rows:  # no such session
             self._history.pop(key, None)
             return []
         now = (rows[0][0], rows[0][1])
         if key in self._turns:
             self._fresh.add(key)  # read under the turn lock: record_turn may carry it on
-        if known is not None and now == head:
+        known = self._history.get(key)
+        if known is not None and head[0] is not None and now == head:
             self._history.move_to_end(key)
             return list(known[3])
         messages = [stored_message(r[2], r[3], r[4]) for r in reversed(rows) if r[2] is not None]
@@ -611,9 +666,13 @@ class PostgresStore:
             raise SessionStoreError("session store is closed") from None
         except DATABASE_ERRORS as exc:
             raise store_error("turn_lock", exc) from None
+        limit = TURN_HISTORY_MESSAGES
+        head = self._known_head(key, limit)
         try:
             # Not bounded by the statement timeout: the caller's deadline cancels the wait.
-            await conn.execute("SELECT pg_advisory_lock($1)", lock, timeout=LOCK_WAIT_SECONDS)
+            rows = await conn.fetch(
+                BEGIN_TURN, lock, pg_text(key), limit, *head, timeout=LOCK_WAIT_SECONDS
+            )
         except BaseException as exc:
             # Cancelled, perhaps just after the lock was granted: closing the connection
             # drops its locks with it.
@@ -622,11 +681,13 @@ class PostgresStore:
                 raise store_error("turn_lock", exc) from None
             raise
         self._turns[key] = conn
+        self._prefetched[key] = (limit, head, rows)  # for the turn's prompt_history
         try:
             yield
         finally:
             del self._turns[key]
             self._fresh.discard(key)
+            self._prefetched.pop(key, None)
             await asyncio.shield(self._unlock(conn, lock))
 
     async def _unlock(self, conn: asyncpg.Connection, lock: int) -> None:
