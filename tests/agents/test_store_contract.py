@@ -648,3 +648,33 @@ async def test_a_key_is_found_by_its_current_transcript(store: SessionStore) -> 
     assert fresh is not None
     assert await store.key_of(info.session_id) is None  # only the current transcript
     assert await store.key_of(fresh.session_id) == "agent:main:by-id"
+
+
+async def test_a_turn_of_tool_rounds_is_kept_whole_with_its_reply_marked(
+    store: SessionStore,
+) -> None:
+    """The agent's own tools: the run's answers with their calls and the calls' results, in
+    one turn; the reply is its last assistant message."""
+    call = ToolCall("t1", "read", '{"path": "a.txt"}')
+    messages = (
+        user_text("what is in a.txt?"),
+        Message("assistant", (), tool_calls=(call,)),
+        Message("tool", (TextPart("hello"),), tool_call_id="t1"),
+        assistant_text("It says hello."),
+    )
+    turn = make_turn("agent:main:loop", 1, messages=messages, usage=Usage(9, 4))
+    await store.record_turn(turn)
+    stored = await store.messages("agent:main:loop")
+    assert [m.message for m in stored] == list(messages)
+    assert [m.ts for m in stored] == [1000, 1000, 1000, 1500]
+    assert [(m.model, m.input_tokens) for m in stored] == [(None, None)] * 3 + [("local/echo", 9)]
+    assert await store.prompt_history("agent:main:loop") == list(messages)
+    # A run that ends on a tool call: the call is the reply, its result comes after it.
+    ends_on_call = (user_text("again"), messages[1], messages[2])
+    await store.record_turn(make_turn("agent:main:loop", 2, messages=ends_on_call))
+    last = (await store.messages("agent:main:loop"))[-3:]
+    assert [(m.role, m.ts, m.model) for m in last] == [
+        ("user", 2000, None),
+        ("assistant", 2500, "local/echo"),
+        ("tool", 2500, None),
+    ]

@@ -46,6 +46,7 @@ from moltbot.agents.store.records import (
     TurnRecord,
     history_window,
     like_pattern,
+    reply_index,
     session_values,
     stored_message,
     wall_clock_ms,
@@ -335,13 +336,18 @@ def message_columns(message: Message) -> tuple[str, str, str | None]:
 
 
 def turn_arguments(turn: TurnRecord) -> list[Any]:
-    """The parameters of RECORD_TURN."""
+    """The parameters of RECORD_TURN. The reply (the last assistant message) carries the
+    model, tokens and error; it and what follows it (its tool calls' results) end the turn."""
     key, agent_id, session_id, created, updated, model, *totals, turns, aborted = session_values(
         turn
     )
     usage = turn.usage
     columns = [message_columns(m) for m in turn.messages]
-    last = len(columns) - 1  # the inputs, then the reply
+    reply = reply_index(turn.messages)
+
+    def on_reply(value: Any) -> list[Any]:
+        return [value if i == reply else None for i in range(len(columns))]
+
     return [
         pg_text(key), pg_text(agent_id), session_id, created, updated, pg_optional(model),
         *totals, turns, bool(aborted),
@@ -349,11 +355,11 @@ def turn_arguments(turn: TurnRecord) -> list[Any]:
         [c[0] for c in columns],
         [c[1] for c in columns],
         [c[2] for c in columns],
-        [turn.started_at] * last + [turn.ended_at],
-        [None] * last + [pg_optional(turn.model)],
-        [None] * last + [usage.input_tokens if usage else None],
-        [None] * last + [usage.output_tokens if usage else None],
-        [None] * last + [pg_optional(turn.error)],
+        [turn.started_at if i < reply else turn.ended_at for i in range(len(columns))],
+        on_reply(pg_optional(turn.model)),
+        on_reply(usage.input_tokens if usage else None),
+        on_reply(usage.output_tokens if usage else None),
+        on_reply(pg_optional(turn.error)),
     ]  # fmt: skip
 
 
