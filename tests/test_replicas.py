@@ -214,7 +214,7 @@ async def test_kill_9_of_a_replica_mid_turn_loses_no_turn_and_leaves_no_lock(
         in_flight = asyncio.create_task(chat(http, a, "lost in flight"))
         await upstream.wait_until(lambda: len(upstream.requests) == 3, timeout=LIMIT)
         a.process.kill()
-        await a.process.wait()
+        await a.process.communicate()  # to the end of its output: the pipes are closed here
         started = time.monotonic()
         await chat(http, b, "after the crash")
         assert time.monotonic() - started < LIMIT / 2  # the lock died with A's connection

@@ -574,7 +574,7 @@ async def test_a_recorded_turn_survives_kill_9(target: Target) -> None:
         assert await asyncio.wait_for(child.stdout.readline(), timeout=30) == b"done\n"
     finally:
         child.send_signal(signal.SIGKILL)
-        await child.wait()
+        await child.communicate()  # to the end of its output: the pipe is closed here
     assert child.returncode == -signal.SIGKILL
 
     store = await target.open()
