@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from bench.memory import HOLD_SECONDS
+from bench.pg import ADMIN_DSN
 from bench.procs import raise_open_files_limit
 from bench.report import render, save_json
 from bench.runner import Options, run_all
@@ -41,6 +42,24 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also run each main scenario through a bare aiohttp proxy (the architecture's floor)",
     )
+    parser.add_argument(
+        "--pg-workers",
+        type=int,
+        default=2,
+        help="workers for (b) and (e) on PostgreSQL beside the one-process SQLite runs (0: skip)",
+    )
+    parser.add_argument(
+        "--pg-dsn",
+        default=ADMIN_DSN,
+        help="a PostgreSQL server where the run creates (and drops) its database",
+    )
+    parser.add_argument(
+        "--pg-sync",
+        choices=("off", "on"),
+        default="off",
+        help="synchronous_commit of the gateway's PostgreSQL sessions (default off: the "
+        "durability of the SQLite side's synchronous=NORMAL)",
+    )
     parser.add_argument("--profile", default="", help="scenario keys to profile with py-spy")
     parser.add_argument("--max-minutes", type=float, default=12.0, help="whole-run time limit")
     return parser
@@ -67,6 +86,9 @@ def options_from(args: argparse.Namespace) -> Options:
         results_dir=RESULTS_DIR,
         floor=args.floor,
         memory_hold_seconds=hold if "g" in keys else 0.0,
+        pg_workers=args.pg_workers,
+        pg_dsn=args.pg_dsn,
+        pg_sync=args.pg_sync,
     )
 
 

@@ -45,12 +45,20 @@ def new_setup(root: Path, name: str, port: int, store_path: Path | None = None) 
     )
 
 
-def gateway_config(setup: GatewaySetup, upstream_port: int | None, log_level: str | None) -> dict:
+def gateway_config(
+    setup: GatewaySetup,
+    upstream_port: int | None,
+    log_level: str | None,
+    pg_dsn: str | None = None,
+    pg_sync: str = "off",
+) -> dict:
     """Token auth, the chat endpoint on, one provider (the bench upstream), one agent per
     upstream model. maxConcurrent is raised for the concurrency-200 scenario and the
     connection caps for the 1,000 idle WebSockets; the log level stays the shipped default
     unless asked otherwise. Without an upstream port: no provider and no agents list, so the
-    default agent answers with the offline `builtin/echo` model."""
+    default agent answers with the offline `builtin/echo` model. With `pg_dsn`, sessions go to
+    that PostgreSQL database; its pool is sized for the scenarios' 32 connections (each stored
+    turn holds a connection while it runs)."""
     workspace = setup.state_dir / "workspace"
     workspace.mkdir(exist_ok=True)
     defaults: dict[str, Any] = {
@@ -89,6 +97,12 @@ def gateway_config(setup: GatewaySetup, upstream_port: int | None, log_level: st
         ]
         agents[0]["default"] = True
         config["agents"]["list"] = agents
+    if pg_dsn is not None:
+        # synchronous_commit=off: the durability SQLite's synchronous=NORMAL gives the other
+        # side (a committed turn survives the gateway's crash, not the database server's).
+        dsn = f"{pg_dsn}?synchronous_commit=off" if pg_sync == "off" else pg_dsn
+        store = {"backend": "postgres", "dsn": dsn, "pool": {"min": 4, "max": 40}}
+        config["session"] = {"store": store}
     if log_level is not None:
         config["logging"] = {"level": log_level}
     return config
@@ -106,21 +120,44 @@ class Gateway:
     child: Child
     setup: GatewaySetup
     url: str
+    worker_pids: tuple[int, ...] = ()  # with --workers: the processes that serve
 
     @property
     def pid(self) -> int:
         return self.child.pid
 
+    @property
+    def pids(self) -> tuple[int, ...]:
+        """Every process of this gateway (the parent and its workers)."""
+        return (self.child.pid, *self.worker_pids)
+
 
 async def start_gateway(
-    kids: Children, setup: GatewaySetup, upstream_port: int | None, log_level: str | None
+    kids: Children,
+    setup: GatewaySetup,
+    upstream_port: int | None,
+    log_level: str | None,
+    *,
+    workers: int = 1,
+    pg_dsn: str | None = None,
+    pg_sync: str = "off",
 ) -> Gateway:
-    setup.config_path.write_text(json.dumps(gateway_config(setup, upstream_port, log_level)))
+    config = gateway_config(setup, upstream_port, log_level, pg_dsn, pg_sync)
+    setup.config_path.write_text(json.dumps(config))
+    extra = ["--workers", str(workers)] if workers > 1 else []
     log = setup.log_path.open("ab")
     try:
         child = await kids.start_python(
             "gateway",
-            ["moltbot", "gateway", "--config", str(setup.config_path), "--port", str(setup.port)],
+            [
+                "moltbot",
+                "gateway",
+                "--config",
+                str(setup.config_path),
+                "--port",
+                str(setup.port),
+                *extra,
+            ],
             env=gateway_env(setup),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log,
@@ -129,7 +166,12 @@ async def start_gateway(
     finally:
         log.close()  # the child has its own copy of the descriptor
     url = await wait_until_listening(child, setup.log_path, setup.port)
-    return Gateway(child, setup, url)
+    if workers == 1:
+        return Gateway(child, setup, url)
+    async with asyncio.timeout(START_TIMEOUT):  # one worker may answer before all listen
+        while (listening := listening_entry(setup.log_path)) is None:  # noqa: ASYNC110 (a file)
+            await asyncio.sleep(0.05)
+    return Gateway(child, setup, str(listening["url"]), tuple(listening["pids"]))
 
 
 async def wait_until_listening(child: Child, log_path: Path, port: int) -> str:
@@ -165,10 +207,15 @@ async def healthy(port: int) -> bool:
 
 def listening_url(log_path: Path) -> str | None:
     """The URL from the `gateway listening` log line, once it is there (the log is tiny)."""
+    entry = listening_entry(log_path)
+    return None if entry is None else str(entry["url"])
+
+
+def listening_entry(log_path: Path) -> dict[str, Any] | None:
     for line in log_path.read_text(errors="replace").splitlines():
         entry = _json_line(line)
         if entry.get("event") == "gateway listening":
-            return str(entry["url"])
+            return entry
     return None
 
 

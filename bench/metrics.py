@@ -74,6 +74,7 @@ class RunResult:
     foreign_share: float = math.nan  # machine CPU not ours, in cores
     sessions_stored: int | None = None
     log_bytes_per_req: float = math.nan
+    db_cpu_ms_per_req: float = math.nan  # the PostgreSQL server's, where there is one
     note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -106,6 +107,9 @@ def fill_cpu(result: RunResult, window: CpuWindow, ncpu: int) -> None:
         gateway = window.seconds.get("target", math.nan)
         result.gw_cpu_share = gateway / window.wall
         result.gw_cpu_ms_per_req = gateway * 1000 / max(1, result.completed + result.errors)
+    if "database" in window.seconds:
+        database = window.seconds["database"]
+        result.db_cpu_ms_per_req = database * 1000 / max(1, result.completed + result.errors)
 
 
 def flags(result: RunResult) -> list[str]:

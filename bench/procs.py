@@ -54,6 +54,19 @@ def cpu_seconds(pid: int) -> float:
         return _stat_cpu_seconds(pid)
 
 
+def pids_named(name: str) -> list[int]:
+    """Live processes whose command name is `name` (e.g. the PostgreSQL server's)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == name:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def _stat_cpu_seconds(pid: int) -> float:
     raw = Path(f"/proc/{pid}/stat").read_text()
     fields = raw[raw.rindex(")") + 2 :].split()

@@ -41,6 +41,7 @@ class Summary:
     foreign_share: float
     sessions_stored: int | None
     log_bytes_per_req: float
+    db_cpu_ms_per_req: float = math.nan
     flags: list[str] = field(default_factory=list)
 
 
@@ -76,6 +77,7 @@ def _summary(runs: list[RunResult]) -> Summary:
         foreign_share=med(lambda r: r.foreign_share),
         sessions_stored=max(stored) if stored else None,
         log_bytes_per_req=med(lambda r: r.log_bytes_per_req),
+        db_cpu_ms_per_req=med(lambda r: r.db_cpu_ms_per_req),
         flags=found,
     )
 
@@ -127,6 +129,49 @@ def ratio_table(summaries: dict[tuple[str, str], Summary]) -> str:
     return "\n".join(lines)
 
 
+def workers_table(summaries: dict[tuple[str, str], Summary]) -> str:
+    """The `--workers` phase beside the one-process SQLite runs of the same scenarios."""
+    lines = [
+        "| scenario | 1 process, SQLite req/s | --workers 2, PostgreSQL req/s | ratio "
+        "| p50 ms (1 / 2) | p99 ms (1 / 2) | gateway CPU ms/req (1 / 2) "
+        "| PostgreSQL server CPU ms/req | errors (1 / 2) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key in dict.fromkeys(k for k, _ in summaries):
+        one, two = summaries.get((key, "gateway")), summaries.get((key, "pg2"))
+        if one is None or two is None:
+            continue
+        lines.append(
+            f"| ({key}) | {fmt(one.rps, 0)} | {fmt(two.rps, 0)} | {fmt(two.rps / one.rps, 2)} "
+            f"| {fmt(one.p50_ms)} / {fmt(two.p50_ms)} | {fmt(one.p99_ms)} / {fmt(two.p99_ms)} "
+            f"| {fmt(one.gw_cpu_ms_per_req, 3)} / {fmt(two.gw_cpu_ms_per_req, 3)} "
+            f"| {fmt(two.db_cpu_ms_per_req, 3)} | {one.errors} / {two.errors} |"
+        )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def workers_verdicts(summaries: dict[tuple[str, str], Summary]) -> list[Verdict]:
+    """Issue 12: ≥ 1.7× the one-process throughput with 2 workers; (e) within 85 % of (b)."""
+    out = []
+    for key in ("b", "e"):
+        one, two = summaries.get((key, "gateway")), summaries.get((key, "pg2"))
+        target = f"({key}) --workers 2 on PostgreSQL ≥ 1.7× one process on SQLite"
+        if one is None or two is None:
+            out.append(Verdict(target, "not run", "n/a"))
+            continue
+        ratio = two.rps / one.rps
+        out.append(Verdict(target, f"{fmt(ratio, 2)}×", _check(ratio >= 1.7)))
+    b, e = summaries.get(("b", "pg2")), summaries.get(("e", "pg2"))
+    target = "(e) ≥ 85% of (b), both --workers 2 on PostgreSQL"
+    if b is None or e is None:
+        out.append(Verdict(target, "not run", "n/a"))
+    else:
+        out.append(
+            Verdict(target, f"{fmt(e.rps / b.rps, 3)} of (b)", _check(e.rps >= 0.85 * b.rps))
+        )
+    return out
+
+
 @dataclass
 class Verdict:
     target: str
@@ -172,6 +217,7 @@ def verdicts(
     add("(d) no errors", "d", lambda d, g: (g.errors, g.errors == 0), " errors")
     add("(d) peak RSS ≤ 80 MB", "d", lambda d, g: _le(g.gw_peak_rss_mb, 80), " MB")
     out += persistence_verdicts(summaries)
+    out += workers_verdicts(summaries)
     out.append(ws_verdict(ws))
     out += memory_verdicts(memory)
     return out
@@ -387,6 +433,8 @@ def render(bench: Bench) -> str:
         results_table(summaries, titles),
         "",
         ratio_table(summaries),
+        "",
+        workers_table(summaries),
         "",
         verdict_table(verdicts(summaries, bench.ws, bench.memory)),
     ]

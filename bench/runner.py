@@ -22,14 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from bench.gateway import Gateway, new_setup, start_gateway
 from bench.metrics import CpuWindow, RunResult, fill_cpu, fill_latencies
+from bench.pg import ADMIN_DSN, create_database, drop_database
 from bench.procs import (
     Child,
     Children,
     cpu_seconds,
     free_port,
     machine_cpu_seconds,
+    pids_named,
     reset_peak_rss,
     status_kb,
 )
@@ -62,6 +66,10 @@ class Options:
     results_dir: Path
     floor: bool = False
     memory_hold_seconds: float = 0.0  # (g)'s unread streams are held this long; 0: skip (g)
+    # The `--workers` phase: (b) and (e) through this many workers on PostgreSQL (0: skip).
+    pg_workers: int = 2
+    pg_dsn: str = ADMIN_DSN  # a server where the run may create (and drop) a database
+    pg_sync: str = "off"  # synchronous_commit for the gateway's sessions: "off" or "on"
 
 
 @dataclass
@@ -95,9 +103,14 @@ class Target:
     side: Side
     port: int
     token: str
-    pid: int | None = None
+    pid: int | None = None  # the process whose memory is measured
     log_path: Path | None = None
     store_path: Path | None = None
+    cpu_pids: tuple[int, ...] = ()  # the processes charged for CPU (default: `pid`)
+
+    @property
+    def charged(self) -> tuple[int, ...]:
+        return self.cpu_pids or (() if self.pid is None else (self.pid,))
 
 
 def targets(bench: Bench, gateway: Gateway) -> dict[Side, Target]:
@@ -175,10 +188,19 @@ def load_jobs(
 def cpu_snapshot(bench: Bench, target: Target) -> dict[str, float]:
     children = [*bench.upstream, *bench.load]
     snapshot = {child.name: cpu_seconds(child.pid) for child in children}
-    if target.pid is not None:
-        snapshot["target"] = cpu_seconds(target.pid)
+    if target.charged:
+        snapshot["target"] = sum(cpu_seconds(pid) for pid in target.charged)
+    if target.side == "pg2":  # the database server is part of what is measured there
+        snapshot["database"] = sum(_cpu_or_zero(pid) for pid in pids_named("postgres"))
     snapshot["machine"] = machine_cpu_seconds()
     return snapshot
+
+
+def _cpu_or_zero(pid: int) -> float:
+    try:
+        return cpu_seconds(pid)
+    except OSError:  # a backend that ended between listing and reading
+        return 0.0
 
 
 class PeakRss:
@@ -279,9 +301,13 @@ def count_sessions(store: Path) -> int | None:
 # -- phases -----------------------------------------------------------------------------------
 
 
-async def run_reps(bench: Bench, gateway: Gateway, scenarios: Sequence[Scenario]) -> None:
-    sides = targets(bench, gateway)
-    order = list(sides.values())
+async def run_reps(
+    bench: Bench,
+    gateway: Gateway,
+    scenarios: Sequence[Scenario],
+    order: list[Target] | None = None,
+) -> None:
+    order = order or list(targets(bench, gateway).values())
     for rep in range(bench.options.reps):
         for scenario in scenarios:
             # Rotate which side goes first, so drift over a repetition hits each side alike.
@@ -314,11 +340,27 @@ def print_progress(r: RunResult) -> None:
         print(f"      error: {sample}", flush=True)
 
 
-async def with_gateway(bench: Bench, name: str, store: Path | None, body: Any) -> None:
+async def with_gateway(
+    bench: Bench,
+    name: str,
+    store: Path | None,
+    body: Any,
+    *,
+    workers: int = 1,
+    pg_dsn: str | None = None,
+) -> None:
     """Start a gateway for one phase, run `body(gateway)`, stop it."""
     setup = new_setup(bench.root, name, free_port(), store)
-    gateway = await start_gateway(bench.kids, setup, bench.upstream_port, bench.options.log_level)
-    print(f"gateway {name}: {gateway.url} (pid {gateway.pid}, log {setup.log_path})", flush=True)
+    gateway = await start_gateway(
+        bench.kids,
+        setup,
+        bench.upstream_port,
+        bench.options.log_level,
+        workers=workers,
+        pg_dsn=pg_dsn,
+        pg_sync=bench.options.pg_sync,
+    )
+    print(f"gateway {name}: {gateway.url} (pids {gateway.pids}, log {setup.log_path})", flush=True)
     try:
         await body(gateway)
     finally:
@@ -341,6 +383,42 @@ async def run_phase(bench: Bench, phase: str, store: Path | None) -> None:
                     bench.profiles[scenario.key] = path
 
     await with_gateway(bench, phase, store, body)
+
+
+PG_SCENARIOS = ("b", "e")
+
+
+async def run_pg_phase(bench: Bench) -> None:
+    """(b) and (e) through `--workers N` on a fresh PostgreSQL database: the "pg2" side, beside
+    the one-process SQLite figures of the main phase."""
+    options = bench.options
+    scenarios = [s for s in options.scenarios if s.key in PG_SCENARIOS and s.phase == "main"]
+    if options.pg_workers < 1 or not scenarios:
+        return
+    try:
+        name, dsn = await create_database(options.pg_dsn)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        bench.notes.append(f"skipped the --workers phase: no PostgreSQL server ({exc})")
+        return
+
+    async def body(gateway: Gateway) -> None:
+        side = Target(
+            "pg2",
+            gateway.setup.port,
+            gateway.setup.token,
+            log_path=gateway.setup.log_path,
+            cpu_pids=gateway.pids,
+        )
+        await run_reps(bench, gateway, scenarios, [side])
+
+    bench.notes.append(
+        f"pg2: --workers {options.pg_workers}, PostgreSQL with synchronous_commit="
+        f"{options.pg_sync} (SQLite side: WAL, synchronous=NORMAL)"
+    )
+    try:
+        await with_gateway(bench, "pg", None, body, workers=options.pg_workers, pg_dsn=dsn)
+    finally:
+        await drop_database(options.pg_dsn, name)
 
 
 async def run_ws_phase(bench: Bench) -> None:
@@ -372,6 +450,7 @@ async def run_all(options: Options, root: Path) -> Bench:
         if options.ws_count > 0:
             await run_ws_phase(bench)
         await run_phase(bench, "main", None)
+        await run_pg_phase(bench)
         await run_phase(bench, "seeded", seeded_store)
         if options.memory_hold_seconds > 0:
             await run_memory_phase(bench)

@@ -12,7 +12,8 @@ from typing import Literal
 from bench.gateway import AGENT_MODELS
 from bench.http1 import build_request
 
-Side = Literal["direct", "gateway", "floor"]
+# "pg2": through `--workers 2` on PostgreSQL (see BENCHMARKS.md)
+Side = Literal["direct", "gateway", "floor", "pg2"]
 Phase = Literal["main", "seeded"]
 PROMPT = "Say hello to the benchmark."
 
