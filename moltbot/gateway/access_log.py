@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,9 @@ from aiohttp import web
 from moltbot.logs import get_logger, short_hash
 
 log = get_logger("moltbot.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 @dataclass(slots=True)
@@ -30,23 +34,35 @@ def tags(request: web.Request) -> RequestTags:
     return request[REQUEST_TAGS]
 
 
-@web.middleware
-async def access_log_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    request[REQUEST_TAGS] = request_tags = RequestTags()
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    except (asyncio.CancelledError, ConnectionResetError):
-        status = 499  # the client closed the connection first
-        raise
-    finally:
-        _write(request, status, time.perf_counter() - started, request_tags)
+RequestObserver = Callable[[web.Request, int, float], None]
+
+
+def access_log_middleware(observe: RequestObserver | None = None) -> Middleware:
+    """Times every request once: the log line, and `observe(request, status, seconds)` (the
+    metrics) with the same figures."""
+
+    @web.middleware
+    async def access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request[REQUEST_TAGS] = request_tags = RequestTags()
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        except (asyncio.CancelledError, ConnectionResetError):
+            status = 499  # the client closed the connection first
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            _write(request, status, elapsed, request_tags)
+            if observe is not None:
+                observe(request, status, elapsed)
+
+    return access_log
 
 
 def _write(request: web.Request, status: int, seconds: float, request_tags: RequestTags) -> None:

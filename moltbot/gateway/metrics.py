@@ -13,7 +13,6 @@ takes values from the running gateway is capped at `LABEL_VALUES_MAX` distinct v
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -45,8 +44,6 @@ from moltbot.gateway.state import AUTH_KEY, CONFIG_KEY, RUNTIME_KEY
 from moltbot.gateway.ws.hub import HUB_KEY
 
 T = TypeVar("T")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 # Distinct values a label fed by the running gateway may take; later ones count as "other".
 LABEL_VALUES_MAX = 100
@@ -195,32 +192,19 @@ METRICS_KEY = web.AppKey("metrics", Metrics)
 # -- HTTP ---------------------------------------------------------------------------------------
 
 
-def http_middleware(metrics: Metrics) -> Middleware:
-    """Counts and times every request: two dict updates."""
+def request_observer(metrics: Metrics) -> Callable[[web.Request, int, float], None]:
+    """Counts and times a finished request (two dict updates); the access-log middleware,
+    which already times every request, calls it, so a request is timed once."""
     requests, seconds = metrics.http_requests, metrics.http_seconds
 
-    @web.middleware
-    async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        except (asyncio.CancelledError, ConnectionResetError):
-            status = 499
-            raise
-        finally:
-            route = route_label(request)
-            method = request.method if request.method in METHODS else "other"
-            requests.inc((route, method, str(status)))
-            if status != 101:  # a WebSocket's "request" lasts as long as the socket
-                seconds.observe((route,), time.perf_counter() - started)
+    def observe(request: web.Request, status: int, elapsed: float) -> None:
+        route = route_label(request)
+        method = request.method if request.method in METHODS else "other"
+        requests.inc((route, method, str(status)))
+        if status != 101:  # a WebSocket's "request" lasts as long as the socket
+            seconds.observe((route,), elapsed)
 
-    return metrics_middleware
+    return observe
 
 
 def route_label(request: web.Request) -> str:

@@ -24,7 +24,7 @@ from moltbot.gateway.http.models import get_model, list_models
 from moltbot.gateway.http.openai import chat_completions
 from moltbot.gateway.http.responses import create_response, get_response
 from moltbot.gateway.loop import EventLoopUnavailable
-from moltbot.gateway.metrics import METRICS_KEY, Metrics, http_middleware, setup_metrics
+from moltbot.gateway.metrics import METRICS_KEY, Metrics, request_observer, setup_metrics
 from moltbot.gateway.origins import (
     BROWSER_POLICY_KEY,
     BrowserPolicy,
@@ -96,8 +96,7 @@ def build_app(
     app = web.Application(
         # Host/Origin refusals are counted, logged and rendered like any other error.
         middlewares=[
-            http_middleware(metrics),
-            access_log_middleware,
+            access_log_middleware(request_observer(metrics)),
             error_middleware,
             browser_policy_middleware,
         ],
