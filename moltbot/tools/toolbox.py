@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -78,6 +79,7 @@ class Toolbox:
             log.info("bubblewrap is not installed: exec commands run without a sandbox")
 
 
+@functools.lru_cache(maxsize=64)
 def definitions(tools: tuple[AgentTool, ...]) -> tuple[Tool, ...]:
-    """The tools as the model is told about them."""
+    """The tools as the model is told about them: the same few sets every run, made once."""
     return tuple(Tool(t.name, t.description, t.parameters) for t in tools)
