@@ -8,6 +8,8 @@ from playwright.async_api import ConsoleMessage, Locator, Page, expect
 
 from tests.conftest import TOKEN, Gateway
 
+SEND_ATTEMPTS = 5
+
 
 class ChatPage:
     def __init__(self, page: Page, gateway: Gateway) -> None:
@@ -34,8 +36,19 @@ class ChatPage:
         await expect(self.page.locator("#app")).to_be_visible()
 
     async def send(self, text: str) -> None:
-        await self.page.locator("#message").fill(text)
-        await self.page.locator("#message").press("Enter")
+        """Type and send; done once the page took the message (it clears the box). Just after
+        log-in the page may still be opening the session and ignores Enter, as it does for a
+        person: press again then, a bounded number of times."""
+        box = self.page.locator("#message")
+        await box.fill(text)
+        for _ in range(SEND_ATTEMPTS):
+            await box.press("Enter")
+            try:
+                await expect(box).to_have_value("", timeout=1_000)
+                return
+            except AssertionError:
+                continue
+        await expect(box).to_have_value("")  # fails with the page's state in the message
 
     @property
     def messages(self) -> Locator:
