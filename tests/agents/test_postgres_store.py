@@ -42,6 +42,27 @@ async def test_workers_starting_together_migrate_once(pg_dsn: str) -> None:
             await store.close()
 
 
+async def test_a_v1_database_migrates_and_serves_its_history(pg_dsn: str) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:  # a database as v1 left it, with one turn in it
+        await conn.execute(postgres.CREATE_VERSION_TABLE)
+        await conn.execute(postgres.MIGRATIONS[0])
+        await conn.execute("INSERT INTO moltbot_schema_version VALUES (1, 0)")
+        turn = TurnRecord("k", "main", "r1", (user_text("hi"), assistant_text("hello")), "ok", 1, 2)
+        await conn.fetchrow(postgres.RECORD_TURN, *postgres.turn_arguments(turn))
+    finally:
+        await conn.close()
+    store = await PostgresStore.open(PostgresConfig(pg_dsn))
+    try:
+        versions = await fetch(pg_dsn, "SELECT version FROM moltbot_schema_version")
+        assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+        async with store.turn_lock("k"):
+            history = await store.prompt_history("k")
+        assert [m.text for m in history] == ["hi", "hello"]
+    finally:
+        await store.close()
+
+
 async def test_a_database_from_a_newer_schema_is_refused(pg_dsn: str) -> None:
     store = await PostgresStore.open(PostgresConfig(pg_dsn))
     await store.close()

@@ -59,7 +59,7 @@ log = get_logger("moltbot.store")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Advisory lock keys: one for migrations, and a namespace for session keys (hashed into it).
 MIGRATION_LOCK = 0x6D6F6C74_00000001
 SESSION_LOCK_SALT = b"moltbot-session\0"
@@ -122,8 +122,7 @@ CREATE TABLE moltbot_responses (
 );
 CREATE INDEX moltbot_responses_by_session ON moltbot_responses (session_key);
 CREATE INDEX moltbot_responses_by_expiry ON moltbot_responses (expires_at);
--- A turn's start in one round trip: its session's lock, then (a new snapshot: the function is
--- volatile) the session's head and history as HISTORY reads them.
+-- A turn's start in one round trip (replaced in v2).
 CREATE FUNCTION moltbot_begin_turn(lock_key bigint, turn_key text, max_messages integer,
                                    known_session text, known_last bigint)
 RETURNS TABLE (h_session text, h_last bigint, m_role text, m_content text, m_parts text)
@@ -149,7 +148,36 @@ BEGIN
 END
 $fn$;
 """
-MIGRATIONS = {0: SCHEMA_V1}  # from version n to n + 1
+# v2: the head is read once per call (a CTE referenced per history row is re-evaluated per
+# row unless materialized: ~1.5 ms for 100 rows in v1).
+SCHEMA_V2 = """
+CREATE OR REPLACE FUNCTION moltbot_begin_turn(lock_key bigint, turn_key text,
+                                              max_messages integer, known_session text,
+                                              known_last bigint)
+RETURNS TABLE (h_session text, h_last bigint, m_role text, m_content text, m_parts text)
+LANGUAGE plpgsql VOLATILE AS $fn$
+BEGIN
+    PERFORM pg_advisory_lock(lock_key);
+    RETURN QUERY
+    WITH head AS MATERIALIZED (
+        SELECT s.session_id,
+               (SELECT max(m.id) FROM moltbot_messages m
+                WHERE m.session_key = s.key AND m.session_id = s.session_id) AS last
+        FROM moltbot_sessions s WHERE s.key = turn_key
+    )
+    SELECT head.session_id, head.last, h.role, h.content, h.parts
+    FROM head LEFT JOIN LATERAL (
+        SELECT m.id, m.role, m.content, m.parts FROM moltbot_messages m
+        WHERE m.session_key = turn_key AND m.session_id = head.session_id AND m.status = 'ok'
+          AND (head.session_id IS DISTINCT FROM known_session
+               OR head.last IS DISTINCT FROM known_last)
+        ORDER BY m.id DESC LIMIT max_messages
+    ) h ON true
+    ORDER BY h.id DESC;
+END
+$fn$;
+"""
+MIGRATIONS = {0: SCHEMA_V1, 1: SCHEMA_V2}  # from version n to n + 1
 
 CREATE_VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS moltbot_schema_version (
@@ -210,7 +238,7 @@ ORDER BY id DESC LIMIT $2
 # write anywhere moves the head (ids only grow; a reset or a delete changes the transcript),
 # so a remembered history whose head is unchanged is the history.
 HISTORY = """
-WITH head AS (
+WITH head AS MATERIALIZED (
     SELECT s.session_id,
            (SELECT max(id) FROM moltbot_messages m
             WHERE m.session_key = s.key AND m.session_id = s.session_id) AS last
