@@ -56,12 +56,24 @@ class Message:
     @property
     def text(self) -> str:
         """The text parts, one per line (a client's parts are separate paragraphs)."""
-        texts = [p.text for p in self.content if isinstance(p, TextPart)]
+        content = self.content
+        if len(content) == 1 and type(content[0]) is TextPart:  # most messages: one text
+            return content[0].text
+        texts = [p.text for p in content if isinstance(p, TextPart)]
         return texts[0] if len(texts) == 1 else "\n".join(texts)
 
     @property
     def images(self) -> tuple[ImagePart, ...]:
-        return tuple(p for p in self.content if isinstance(p, ImagePart))
+        if self.has_images:
+            return tuple(p for p in self.content if isinstance(p, ImagePart))
+        return ()
+
+    @property
+    def has_images(self) -> bool:
+        content = self.content
+        if len(content) == 1:  # most messages: one text part, checked without a generator
+            return type(content[0]) is ImagePart
+        return any(isinstance(p, ImagePart) for p in content)
 
     @property
     def is_plain_text(self) -> bool:
@@ -183,8 +195,10 @@ def well_formed(messages: list[Message]) -> list[Message]:
                 open_calls.remove(message.tool_call_id)
                 out.append(message)
             continue
-        out.extend(_missing_results(open_calls))
-        open_calls = [c.id for c in message.tool_calls] if message.role == "assistant" else []
+        if open_calls:
+            out.extend(_missing_results(open_calls))
+        has_calls = message.tool_calls and message.role == "assistant"
+        open_calls = [c.id for c in message.tool_calls] if has_calls else []
         out.append(message)
     out.extend(_missing_results(open_calls))
     return out

@@ -86,10 +86,11 @@ def wire_message(message: Message) -> dict[str, Any]:
     if message.role == "tool":
         return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.text}
     wire: dict[str, Any] = {"role": message.role}
-    if message.images or any(not isinstance(p, TextPart) for p in message.content):
+    if message.has_images:
         wire["content"] = [wire_part(p) for p in message.content]
     else:
-        wire["content"] = message.text if message.text or not message.tool_calls else None
+        text = message.text
+        wire["content"] = text if text or not message.tool_calls else None
     if message.tool_calls:
         wire["tool_calls"] = [
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
