@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench import fast_loop
 from bench.http1 import ProtocolError, ResponseParser
 
 CONTENT_KEY = b'"content"'
@@ -257,7 +258,7 @@ async def worker() -> None:
 
 
 def main() -> int:
-    asyncio.run(worker())
+    fast_loop.run(worker())
     return 0
 
 

@@ -138,7 +138,7 @@ def workers_table(summaries: dict[tuple[str, str], Summary]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for key in dict.fromkeys(k for k, _ in summaries):
-        one, two = summaries.get((key, "gateway")), summaries.get((key, "pg2"))
+        one, two = one_process(summaries, key), summaries.get((key, "pg2"))
         if one is None or two is None:
             continue
         lines.append(
@@ -150,11 +150,17 @@ def workers_table(summaries: dict[tuple[str, str], Summary]) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def one_process(summaries: dict[tuple[str, str], Summary], key: str) -> Summary | None:
+    """The one-process SQLite side of the --workers comparison: the runs made by turns with
+    pg2 ("sqlite1"), else the main phase's."""
+    return summaries.get((key, "sqlite1")) or summaries.get((key, "gateway"))
+
+
 def workers_verdicts(summaries: dict[tuple[str, str], Summary]) -> list[Verdict]:
     """Issue 12: ≥ 1.7× the one-process throughput with 2 workers; (e) within 85 % of (b)."""
     out = []
     for key in ("b", "e"):
-        one, two = summaries.get((key, "gateway")), summaries.get((key, "pg2"))
+        one, two = one_process(summaries, key), summaries.get((key, "pg2"))
         target = f"({key}) --workers 2 on PostgreSQL ≥ 1.7× one process on SQLite"
         if one is None or two is None:
             out.append(Verdict(target, "not run", "n/a"))

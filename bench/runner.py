@@ -409,7 +409,17 @@ async def run_pg_phase(bench: Bench) -> None:
             log_path=gateway.setup.log_path,
             cpu_pids=gateway.pids,
         )
-        await run_reps(bench, gateway, scenarios, [side])
+
+        async def beside(one: Gateway) -> None:
+            # The one-process side again, run by turns with pg2: the ratio then compares runs
+            # minutes apart at most, not phases (this shared machine drifts by ±30 %).
+            setup = one.setup
+            one_side = Target(
+                "sqlite1", setup.port, setup.token, one.pid, setup.log_path, setup.store_path
+            )
+            await run_reps(bench, gateway, scenarios, [one_side, side])
+
+        await with_gateway(bench, "sqlite1", None, beside)
 
     bench.notes.append(
         f"pg2: --workers {options.pg_workers}, PostgreSQL with synchronous_commit="

@@ -12,8 +12,9 @@ from typing import Literal
 from bench.gateway import AGENT_MODELS
 from bench.http1 import build_request
 
-# "pg2": through `--workers 2` on PostgreSQL (see BENCHMARKS.md)
-Side = Literal["direct", "gateway", "floor", "pg2"]
+# "pg2": through `--workers 2` on PostgreSQL, by turns with "sqlite1", one process on SQLite
+# (see BENCHMARKS.md)
+Side = Literal["direct", "gateway", "floor", "pg2", "sqlite1"]
 Phase = Literal["main", "seeded"]
 PROMPT = "Say hello to the benchmark."
 

@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from bench import fast_loop
 from bench.models import ModelSpec, delta_text, model_spec
 
 HEAD_END = b"\r\n\r\n"
@@ -295,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.host != "127.0.0.1":
         print("bench.upstream: loopback only", file=sys.stderr)
         return 2
-    asyncio.run(serve(args.host, args.port))
+    fast_loop.run(serve(args.host, args.port))
     return 0
 
 
