@@ -71,12 +71,20 @@ class WorkspaceFiles:
     def __init__(self, max_chars: int) -> None:
         self._max_chars = max_chars
         self._cache: dict[Path, _CachedFiles] = {}
+        # One read per workspace at a time: when the cache runs out under load, the turns
+        # arriving meanwhile wait for that read instead of each starting one.
+        self._reading: dict[Path, asyncio.Future[tuple[tuple[str, str], ...]]] = {}
 
     async def load(self, workspace: Path) -> tuple[tuple[str, str], ...]:
         cached = self._cache.get(workspace)
         if cached and time.monotonic() - cached.read_at < WORKSPACE_CACHE_SECONDS:
             return cached.files
-        files = await asyncio.to_thread(self._read, workspace)
+        reading = self._reading.get(workspace)
+        if reading is None:
+            reading = asyncio.ensure_future(asyncio.to_thread(self._read, workspace))
+            self._reading[workspace] = reading
+            reading.add_done_callback(lambda _: self._reading.pop(workspace, None))
+        files = await asyncio.shield(reading)  # one waiter cancelled leaves the read to others
         self._cache[workspace] = _CachedFiles(time.monotonic(), files)
         return files
 
