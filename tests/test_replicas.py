@@ -340,3 +340,44 @@ async def test_a_websocket_on_replica_b_follows_a_run_of_replica_a(
         finally:
             await on_a.close()
             await on_b.close()
+
+
+async def test_a_websocket_on_replica_b_follows_a_session_whose_runs_go_to_replica_a(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    key = "agent:main:watched"
+    async with (
+        FakeOpenAI() as upstream,
+        replica(tmp_path, "a", upstream, pg_dsn) as a,
+        replica(tmp_path, "b", upstream, pg_dsn) as b,
+        client_session() as http,
+    ):
+        on_b = await ws_client(b)
+        try:
+            followed = await on_b.request("agent.follow", {"sessionKey": key})
+            assert followed["following"] is True
+            await asyncio.sleep(1.0)  # the watch notice reaches A (one NOTIFY)
+            for text in ("one", "two"):  # two runs, each seen whole on B
+                upstream.stream([f"{text} ", "answered"], delay=0.05)
+                reply = await chat(http, a, text, key)
+                events = []
+                async with asyncio.timeout(LIMIT):
+                    while not events or events[-1]["data"].get("phase") != "end":
+                        event = await on_b.next_event(timeout=LIMIT)
+                        assert event is not None
+                        if event.name == "agent":
+                            events.append(event.payload)
+                assert {e["sessionKey"] for e in events} == {key}
+                assert len({e["runId"] for e in events}) == 1
+                assert events[0]["data"].get("phase") == "start"
+                deltas = [e["data"]["delta"] for e in events if e["stream"] == "assistant"]
+                assert "".join(deltas) == reply == f"{text} answered"
+            await chat(http, a, "elsewhere", "agent:main:not-watched")  # not relayed
+            stray = []
+            async with asyncio.timeout(LIMIT):
+                while (event := await on_b.next_event(timeout=1.0)) is not None:
+                    if event.name == "agent":
+                        stray.append(event.payload)
+            assert stray == []
+        finally:
+            await on_b.close()

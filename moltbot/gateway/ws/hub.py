@@ -30,7 +30,7 @@ from moltbot.gateway.ws.dedupe import DedupeCache
 from moltbot.gateway.ws.health import HEALTH_SHARE_OF_FRAME, HealthMonitor, build_health
 from moltbot.gateway.ws.options import WsOptions
 from moltbot.gateway.ws.protocol import CLOSE_SERVICE_RESTART
-from moltbot.gateway.ws.remote_runs import RemoteRuns
+from moltbot.gateway.ws.remote_runs import WATCH_SECONDS, RemoteRuns
 from moltbot.gateway.ws.routes import Routes
 from moltbot.logs import get_logger
 
@@ -60,6 +60,7 @@ class Hub:
         self._runtime: AgentRuntime | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None  # says which sessions are followed here
         self._tasks: set[asyncio.Task[Any]] = set()
         self._run_waiters: dict[str, set[asyncio.Future[None]]] = {}
         # Runs of other processes sharing the store (None: no other process can have any).
@@ -83,6 +84,7 @@ class Hub:
         if runtime.store.channel is not None:
             self.remote = RemoteRuns(runtime, runtime.store.channel, self.spawn)
             self.remote.deliver = self._deliver_remote
+            self._watcher = asyncio.create_task(self._watch_loop(), name="ws session watch")
         self._ticker = asyncio.create_task(self._tick_loop(), name="ws ticks")
 
     def shutdown(self, reason: str = "gateway stopping") -> None:
@@ -110,7 +112,7 @@ class Hub:
         self.approvals.detach()
         if self.remote is not None:
             self.remote.close()
-        tasks = [*self._tasks, *([self._ticker] if self._ticker else [])]
+        tasks = [*self._tasks, *(t for t in (self._ticker, self._watcher) if t is not None)]
         for task in tasks:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -171,8 +173,12 @@ class Hub:
     def _on_agent_event(self, event: AgentEvent) -> None:
         """Called synchronously for every event of every run, HTTP runs included: it must cost
         next to nothing when nobody watches, and it only queues frames."""
-        if self.remote is not None and self.remote.relaying(event.run_id):
-            self.remote.relay(event.run_id, event.payload(), last=event.is_terminal)
+        remote = self.remote
+        if remote is not None and (
+            remote.relaying(event.run_id)
+            or remote.relays_session(event.session_key, event.run_id)
+        ):
+            remote.relay(event.run_id, event.payload(), last=event.is_terminal)
         if not self.connections and not self._run_waiters:
             return
         try:
@@ -210,9 +216,12 @@ class Hub:
 
     def _deliver_remote(self, payload: dict[str, Any]) -> None:
         """An `agent` event of a run in another process, relayed because a socket here
-        follows it."""
+        follows it or its session."""
         run_id = str(payload.get("runId"))
-        for conn in tuple(self.routes.targets("run", run_id)):
+        targets = self.routes.targets("run", run_id) | self.routes.targets(
+            "session", str(payload.get("sessionKey"))
+        )
+        for conn in tuple(targets):
             self._send(conn, "agent", payload)
         data = payload.get("data")
         if payload.get("stream") == "lifecycle" and isinstance(data, dict):
@@ -240,6 +249,14 @@ class Hub:
             conn.send_event(name, payload, droppable=droppable, force=force)
         except Exception:
             log.exception("could not queue a ws event", conn=conn.id, name=name)
+
+    async def _watch_loop(self) -> None:
+        """Remind the other processes of the sessions followed here (agent.follow)."""
+        assert self.remote is not None
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            if keys := self.routes.keys("session"):
+                self.remote.watch(keys)
 
     async def _tick_loop(self) -> None:
         while True:

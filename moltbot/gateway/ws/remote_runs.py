@@ -10,13 +10,17 @@ reach them (through the store's run channel; see moltbot/agents/store/pg_channel
 - following one run: a "follow" notice asks the process running it to relay its events; it
   answers "followed" and from then on sends each `agent` event payload as an "event" notice
   (in order, one sender per run, a payload too long for one notice in parts) until the end.
-  Only followed runs cost notices. Following a whole session stays within one process.
+- following a session: a process whose sockets follow sessions says so in "watch" notices,
+  at once and then every WATCH_SECONDS while they do; the others relay the runs of those
+  sessions, as for one followed run, until the watch lapses (WATCH_TTL_SECONDS unrepeated).
+  Only followed runs and sessions cost notices.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +41,10 @@ FOLLOW_ANSWER_SECONDS = 1.0
 MAX_RELAYED = 1_000  # runs of this process whose events go to other processes
 RELAY_QUEUE = 10_000  # events of one relayed run waiting to be sent
 PART_CHARS = 1500  # a payload longer goes out in parts (each < 7000 bytes, even in UTF-8)
+WATCH_SECONDS = 5.0  # how often a process repeats which sessions its sockets follow
+WATCH_TTL_SECONDS = 15.0  # a watch not repeated within this long lapses
+MAX_WATCHED = 10_000  # sessions other processes follow, remembered here
+WATCH_NOTICE_BYTES = 6000  # the keys of one "watch" notice, as JSON
 
 Deliver = Callable[[dict[str, Any]], None]
 
@@ -56,6 +64,8 @@ class RemoteRuns:
         self._follows: dict[str, asyncio.Future[dict[str, Any]]] = {}  # by request id
         self._relayed: dict[str, asyncio.Queue[dict[str, Any] | None]] = {}  # by run id
         self._parts: dict[str, list[str]] = {}  # payloads arriving in parts, by part id
+        # Sessions that sockets of other processes follow -> when that lapses (monotonic).
+        self._watched: dict[str, float] = {}
         self.deliver: Deliver | None = None  # the hub's: an event payload of another process
         self._unsubscribe = channel.subscribe(self._on_notice)
 
@@ -158,12 +168,59 @@ class RemoteRuns:
         run = self._runtime.get_run(run_id)
         if run is None or run.done.is_set():
             return
+        self._open_relay(run_id)
+        answer = {"t": "followed", "req": notice.get("req"), "run": run_id, "status": run.status}
+        self._spawn(self._channel.publish(answer), name="follow answer")
+
+    def _open_relay(self, run_id: str) -> None:
+        """From now on `relay` sends this run's events to the other processes."""
         if run_id not in self._relayed and len(self._relayed) < MAX_RELAYED:
             queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(RELAY_QUEUE)
             self._relayed[run_id] = queue
             self._spawn(self._send_relay(queue), name=f"relay {run_id}")
-        answer = {"t": "followed", "req": notice.get("req"), "run": run_id, "status": run.status}
-        self._spawn(self._channel.publish(answer), name="follow answer")
+
+    # -- agent.follow of a session ------------------------------------------------------------
+
+    def watch(self, session_keys: list[str]) -> None:
+        """Tell the other processes that sockets here follow these sessions (see the module
+        docstring); the hub repeats it every WATCH_SECONDS while they do."""
+        for keys in _watch_batches(session_keys):
+            self._spawn(self._publish_quietly({"t": "watch", "keys": keys}), name="watch")
+
+    async def _publish_quietly(self, notice: dict[str, Any]) -> None:
+        try:
+            await self._channel.publish(notice)
+        except SessionStoreError as exc:
+            log.warning("could not send a run notice", kind=notice.get("t"), error=str(exc))
+
+    def relays_session(self, session_key: str, run_id: str) -> bool:
+        """Whether another process follows `session_key`; if so the run's relay is opened
+        (the caller then relays the event at hand). One test while nobody follows any."""
+        if not self._watched:
+            return False
+        lapses = self._watched.get(session_key)
+        if lapses is None:
+            return False
+        if lapses < time.monotonic():
+            del self._watched[session_key]
+            return False
+        self._open_relay(run_id)
+        return run_id in self._relayed
+
+    def _take_watch(self, notice: dict[str, Any]) -> None:
+        keys = notice.get("keys")
+        if not isinstance(keys, list):
+            return
+        lapses = time.monotonic() + WATCH_TTL_SECONDS
+        for key in keys:
+            if not isinstance(key, str):
+                continue
+            self._watched.pop(key, None)  # to the end: the oldest watch goes first when full
+            self._watched[key] = lapses
+            if len(self._watched) > MAX_WATCHED:
+                del self._watched[next(iter(self._watched))]
+            for run in self._runtime.active_runs(key):  # runs already going: from now on
+                self._open_relay(run.id)
 
     async def _send_relay(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
         while (payload := await queue.get()) is not None:
@@ -211,6 +268,8 @@ class RemoteRuns:
                 answer.set_result(notice)
         elif kind == "event" and notice.get("o") != self._channel.origin:
             self._take_event(notice)
+        elif kind == "watch" and notice.get("o") != self._channel.origin:
+            self._take_watch(notice)
 
     def _abort_here(self, notice: dict[str, Any]) -> None:
         key, run_id = notice.get("key"), notice.get("run")
@@ -221,6 +280,20 @@ class RemoteRuns:
         if aborted:
             answer = {"t": "aborted", "req": notice.get("req"), "runs": aborted}
             self._spawn(self._channel.publish(answer), name="abort answer")
+
+
+def _watch_batches(session_keys: list[str]) -> list[list[str]]:
+    """The keys in groups that each fit one notice."""
+    batches: list[list[str]] = []
+    size = WATCH_NOTICE_BYTES
+    for key in session_keys:
+        length = len(json.dumps(key, ensure_ascii=False).encode("utf-8", "surrogatepass")) + 1
+        if size + length > WATCH_NOTICE_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(key)
+        size += length
+    return batches
 
 
 def event_notices(payload: dict[str, Any]) -> list[dict[str, Any]]:

@@ -51,6 +51,10 @@ class Routes:
         """The live set (copy it before a loop that may change routes); empty: no allocation."""
         return self._targets.get((kind, key), _NOBODY)
 
+    def keys(self, kind: Kind) -> list[str]:
+        """Every key that some connection follows as `kind`."""
+        return [key for route_kind, key in self._targets if route_kind == kind]
+
     def forget(self, kind: Kind, key: str) -> None:
         """Drop a route for everyone (a run that ended)."""
         for conn in self._targets.pop((kind, key), set()):
