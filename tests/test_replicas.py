@@ -301,6 +301,18 @@ async def test_a_websocket_on_replica_b_waits_for_and_aborts_a_run_started_over_
     assert [m["role"] for m in history["messages"]] == ["user", "assistant"]
 
 
+async def agent_events_to_the_end(client: GatewayClient) -> list[dict[str, Any]]:
+    """The `agent` event payloads a client receives, up to a run's lifecycle end."""
+    events: list[dict[str, Any]] = []
+    async with asyncio.timeout(LIMIT):
+        while not events or events[-1]["data"].get("phase") != "end":
+            event = await client.next_event(timeout=LIMIT)
+            assert event is not None
+            if event.name == "agent":
+                events.append(event.payload)
+    return events
+
+
 async def test_a_websocket_on_replica_b_follows_a_run_of_replica_a(
     tmp_path: Path, pg_dsn: str
 ) -> None:
@@ -323,13 +335,7 @@ async def test_a_websocket_on_replica_b_follows_a_run_of_replica_a(
                 "following": True,
                 "status": "running",
             }
-            events = []
-            async with asyncio.timeout(LIMIT):
-                while not events or events[-1]["data"].get("phase") != "end":
-                    event = await on_b.next_event(timeout=LIMIT)
-                    assert event is not None
-                    if event.name == "agent":
-                        events.append(event.payload)
+            events = await agent_events_to_the_end(on_b)
             deltas = [e["data"]["delta"] for e in events if e["stream"] == "assistant"]
             assert deltas[-2:] == [long_delta, " last"]  # in order, the long one whole
             seqs = [e["seq"] for e in events]
@@ -360,13 +366,7 @@ async def test_a_websocket_on_replica_b_follows_a_session_whose_runs_go_to_repli
             for text in ("one", "two"):  # two runs, each seen whole on B
                 upstream.stream([f"{text} ", "answered"], delay=0.05)
                 reply = await chat(http, a, text, key)
-                events = []
-                async with asyncio.timeout(LIMIT):
-                    while not events or events[-1]["data"].get("phase") != "end":
-                        event = await on_b.next_event(timeout=LIMIT)
-                        assert event is not None
-                        if event.name == "agent":
-                            events.append(event.payload)
+                events = await agent_events_to_the_end(on_b)
                 assert {e["sessionKey"] for e in events} == {key}
                 assert len({e["runId"] for e in events}) == 1
                 assert events[0]["data"].get("phase") == "start"
