@@ -381,3 +381,37 @@ async def test_a_websocket_on_replica_b_follows_a_session_whose_runs_go_to_repli
             assert stray == []
         finally:
             await on_b.close()
+
+
+async def test_a_chat_reader_on_replica_b_sees_a_turn_that_replica_a_runs(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    key = "agent:main:read-elsewhere"
+    async with (
+        FakeOpenAI() as upstream,
+        replica(tmp_path, "a", upstream, pg_dsn) as a,
+        replica(tmp_path, "b", upstream, pg_dsn) as b,
+        client_session() as http,
+    ):
+        on_b = await ws_client(b)
+        try:
+            history = await on_b.request("chat.history", {"sessionKey": key})  # reads its chat
+            assert history["messages"] == []
+            await asyncio.sleep(1.0)  # the watch notice reaches A (one NOTIFY)
+            upstream.stream(["read ", "from ", "B"], delay=0.2)
+            reply = await chat(http, a, "hello", key)
+            updates = []
+            async with asyncio.timeout(LIMIT):
+                while not updates or updates[-1]["state"] == "delta":
+                    event = await on_b.next_event(timeout=LIMIT)
+                    assert event is not None
+                    if event.name == "chat":
+                        updates.append(event.payload)
+        finally:
+            await on_b.close()
+    assert reply == "read from B"
+    final = updates[-1]
+    assert (final["state"], final["sessionKey"]) == ("final", key)
+    assert final["message"]["content"][0]["text"] == reply
+    assert all(u["runId"] == final["runId"] for u in updates)
+    assert any(u["state"] == "delta" for u in updates)  # streamed, not only the end

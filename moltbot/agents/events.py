@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from moltbot.logs import get_logger
 from moltbot.providers.base import Usage
@@ -20,6 +20,7 @@ log = get_logger("moltbot.agents")
 
 Stream = Literal["lifecycle", "assistant", "tool", "usage"]
 RunStatus = Literal["queued", "running", "ok", "error", "aborted"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +189,50 @@ def end_data(end: RunEnded) -> dict[str, Any]:
     if end.status == "aborted":
         data["reason"] = end.error
     return data
+
+
+def event_from_payload(payload: dict[str, Any]) -> AgentEvent | None:
+    """An `agent` event payload (relayed from another process) as an event again: its text,
+    usage and end, which is what a chat view needs; None for anything else."""
+    data = payload.get("data")
+    run_id, seq, ts, key = (payload.get(k) for k in ("runId", "seq", "ts", "sessionKey"))
+    if not (isinstance(data, dict) and isinstance(run_id, str) and isinstance(key, str)):
+        return None
+    if not (isinstance(seq, int) and isinstance(ts, int)):
+        return None
+    item: EventItem
+    stream, phase = payload.get("stream"), data.get("phase")
+    if stream == "assistant" and isinstance(data.get("delta"), str):
+        item = TextChunk(data["delta"])
+    elif stream == "usage":
+        counts = (_count(data, k) for k in ("input", "output", "cacheRead", "cacheWrite"))
+        item = UsageReport(Usage(*counts))
+    elif stream == "lifecycle" and phase in ("end", "error"):
+        status: RunStatus = (
+            "error" if phase == "error" else "aborted" if data.get("aborted") else "ok"
+        )
+        item = RunEnded(
+            status=status,
+            started_at=_typed(data, "startedAt", int),
+            ended_at=_typed(data, "endedAt", int) or ts,
+            finish_reason=_typed(data, "finishReason", str) or "stop",
+            model=_typed(data, "model", str),
+            error=_typed(data, "error" if phase == "error" else "reason", str),
+            error_kind=_typed(data, "kind", str),
+        )
+    else:
+        return None
+    return AgentEvent(run_id, seq, ts, key, item)
+
+
+def _count(data: dict[str, Any], key: str) -> int:
+    value = data.get(key)
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def _typed(data: dict[str, Any], key: str, kind: type[T]) -> T | None:
+    value = data.get(key)
+    return value if isinstance(value, kind) else None
 
 
 def usage_data(usage: Usage) -> dict[str, int]:

@@ -177,9 +177,7 @@ async def agent_follow(call: Call, params: Any) -> dict[str, Any]:
             call.hub.routes.add(call.conn, "run", run_id)
         return {"ok": True, "runId": run_id, "following": following, "status": run.status}
     assert session_key is not None
-    call.hub.routes.add(call.conn, "session", session_key)
-    if call.hub.remote is not None:  # its runs in other processes too, from now on
-        call.hub.remote.watch([session_key])
+    call.hub.subscribe(call.conn, "session", session_key)  # its runs elsewhere too
     active = [r.id for r in call.runtime.active_runs(session_key)]
     return {"ok": True, "sessionKey": session_key, "following": True, "activeRunIds": active}
 

@@ -42,7 +42,7 @@ async def chat_send(call: Call, params: Any) -> dict[str, Any] | None:
     p.ignored("thinking", "deliver")  # no thinking levels or delivery channels here
     p.finish("chat.send")
     session = call.session_key(raw_key)
-    call.hub.routes.add(call.conn, "chat", session)
+    call.hub.subscribe(call.conn, "chat", session)
     text = message or ""
     if text.strip().lower() in STOP_WORDS:
         return abort_runs(call, session, None, reason="stop")
@@ -102,7 +102,7 @@ async def chat_history(call: Call, params: Any) -> dict[str, Any]:
     limit = p.integer("limit", minimum=1, maximum=HISTORY_MAX_LIMIT)
     p.finish("chat.history")
     session = call.session_key(raw_key)
-    call.hub.routes.add(call.conn, "chat", session)
+    call.hub.subscribe(call.conn, "chat", session)
     store = call.runtime.store
     info = await store.get(session)
     messages = await store.messages(session, limit or HISTORY_DEFAULT_LIMIT) if info else []

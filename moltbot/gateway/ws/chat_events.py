@@ -24,6 +24,9 @@ ReplyLookup = Callable[[str], Message | None]
 
 # Deltas at most this often per run; the final always goes out and carries the full text.
 DELTA_INTERVAL_SECONDS = 0.150
+# Runs in view at once: every local run ends (and is forgotten then), but the end of a run
+# relayed from another process may be lost with its notice.
+MAX_VIEWS = 10_000
 
 
 @dataclass(slots=True)
@@ -77,6 +80,8 @@ class ChatProjector:
         item = event.item
         if view is None:
             view = self._runs[event.run_id] = _RunView()
+            if len(self._runs) > MAX_VIEWS:  # a relayed run whose end never came
+                del self._runs[next(iter(self._runs))]
             if isinstance(item, TextChunk) and (reply := self.reply_of(event.run_id)):
                 view.parts.append(reply.text)  # first seen midway: the text so far, this one too
                 return self._delta(event, view)

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from moltbot.agents.events import AgentEvent
+from moltbot.agents.events import AgentEvent, event_from_payload
 from moltbot.agents.prompt import resolve_timezone
 from moltbot.agents.runtime import AgentRuntime, now_ms
 from moltbot.config.model import Config
@@ -30,8 +30,8 @@ from moltbot.gateway.ws.dedupe import DedupeCache
 from moltbot.gateway.ws.health import HEALTH_SHARE_OF_FRAME, HealthMonitor, build_health
 from moltbot.gateway.ws.options import WsOptions
 from moltbot.gateway.ws.protocol import CLOSE_SERVICE_RESTART
-from moltbot.gateway.ws.remote_runs import WATCH_SECONDS, RemoteRuns
-from moltbot.gateway.ws.routes import Routes
+from moltbot.gateway.ws.remote_runs import MAX_ANNOUNCED, WATCH_SECONDS, RemoteRuns
+from moltbot.gateway.ws.routes import Kind, Routes
 from moltbot.logs import get_logger
 
 log = get_logger("moltbot.ws")
@@ -125,6 +125,15 @@ class Hub:
         if self.stopping:  # its handshake ended after shutdown() went round: tell it now
             self._say_goodbye(conn)
 
+    def subscribe(self, conn: Connection, kind: Kind, key: str) -> None:
+        """Route `kind` events of `key` to `conn`. A session newly followed here is named to
+        the other processes at once (and every WATCH_SECONDS after, by `_watch_loop`), so
+        its runs there are relayed here."""
+        new = not self.routes.targets("session", key) and not self.routes.targets("chat", key)
+        self.routes.add(conn, kind, key)
+        if new and kind != "run" and self.remote is not None:
+            self.remote.watch([key])
+
     def unregister(self, conn: Connection) -> None:
         self.connections.discard(conn)
         self.routes.drop_connection(conn)
@@ -216,13 +225,13 @@ class Hub:
 
     def _deliver_remote(self, payload: dict[str, Any]) -> None:
         """An `agent` event of a run in another process, relayed because a socket here
-        follows it or its session."""
-        run_id = str(payload.get("runId"))
-        targets = self.routes.targets("run", run_id) | self.routes.targets(
-            "session", str(payload.get("sessionKey"))
-        )
+        follows it or its session, or reads the session's chat."""
+        run_id, key = str(payload.get("runId")), str(payload.get("sessionKey"))
+        targets = self.routes.targets("run", run_id) | self.routes.targets("session", key)
         for conn in tuple(targets):
             self._send(conn, "agent", payload)
+        if self.routes.targets("chat", key) and (event := event_from_payload(payload)):
+            self._forward_chat(event)
         data = payload.get("data")
         if payload.get("stream") == "lifecycle" and isinstance(data, dict):
             if data.get("phase") in ("end", "error"):
@@ -251,12 +260,15 @@ class Hub:
             log.exception("could not queue a ws event", conn=conn.id, name=name)
 
     async def _watch_loop(self) -> None:
-        """Remind the other processes of the sessions followed here (agent.follow)."""
+        """Remind the other processes of the sessions watched here (agent.follow, chat)."""
         assert self.remote is not None
         while True:
             await asyncio.sleep(WATCH_SECONDS)
-            if keys := self.routes.keys("session"):
-                self.remote.watch(keys)
+            # Chat readers, then session follows, the newest of each last: a busy process
+            # names the last MAX_ANNOUNCED of them (a few notices), follows kept first.
+            keys = dict.fromkeys([*self.routes.keys("chat"), *self.routes.keys("session")])
+            if keys:
+                self.remote.watch(list(keys)[-MAX_ANNOUNCED:])
 
     async def _tick_loop(self) -> None:
         while True:

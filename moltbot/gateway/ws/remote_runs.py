@@ -10,9 +10,10 @@ reach them (through the store's run channel; see moltbot/agents/store/pg_channel
 - following one run: a "follow" notice asks the process running it to relay its events; it
   answers "followed" and from then on sends each `agent` event payload as an "event" notice
   (in order, one sender per run, a payload too long for one notice in parts) until the end.
-- following a session: a process whose sockets follow sessions says so in "watch" notices,
-  at once and then every WATCH_SECONDS while they do; the others relay the runs of those
-  sessions, as for one followed run, until the watch lapses (WATCH_TTL_SECONDS unrepeated).
+- following a session (`agent.follow`, or reading its chat): a process whose sockets do says
+  so in "watch" notices, at once and then every WATCH_SECONDS while they do; the others relay
+  the runs of those sessions, as for one followed run, until the watch lapses
+  (WATCH_TTL_SECONDS unrepeated).
   Only followed runs and sessions cost notices.
 """
 
@@ -44,6 +45,7 @@ PART_CHARS = 1500  # a payload longer goes out in parts (each < 7000 bytes, even
 WATCH_SECONDS = 5.0  # how often a process repeats which sessions its sockets follow
 WATCH_TTL_SECONDS = 15.0  # a watch not repeated within this long lapses
 MAX_WATCHED = 10_000  # sessions other processes follow, remembered here
+MAX_ANNOUNCED = 2_000  # sessions a process names every WATCH_SECONDS (the newest followed)
 WATCH_NOTICE_BYTES = 6000  # the keys of one "watch" notice, as JSON
 
 Deliver = Callable[[dict[str, Any]], None]
