@@ -19,6 +19,9 @@ from moltbot.gateway.errors import RateLimited, Unauthorized
 
 # Bound on how many client IPs the limiter remembers, so a flood of addresses cannot grow memory.
 MAX_TRACKED_CLIENTS = 10_000
+# An IPv6 client is counted by its /64: one host usually holds a whole /64 (SLAAC, privacy
+# addresses), so counting single addresses would give it 2^64 fresh tries.
+IPV6_CLIENT_PREFIX = 64
 
 
 def is_loopback(ip: str) -> bool:
@@ -97,8 +100,20 @@ class _Client:
     locked_until: float = 0.0
 
 
+def client_key(ip: str) -> str:
+    """What failures are counted by: an IPv4 address, or an IPv6 address's /64."""
+    if ":" not in ip:
+        return ip
+    try:
+        network = ipaddress.IPv6Network((ip, IPV6_CLIENT_PREFIX), strict=False)
+    except ValueError:
+        return ip
+    return str(network)
+
+
 class FailureLimiter:
-    """Counts failed attempts per client in a sliding window; too many lock the client out."""
+    """Counts failed attempts per client (see `client_key`) in a sliding window; too many lock
+    the client out."""
 
     def __init__(
         self, config: RateLimitConfig, clock: Callable[[], float] = time.monotonic
@@ -110,12 +125,13 @@ class FailureLimiter:
 
     def retry_after(self, ip: str) -> int | None:
         """Seconds the client must still wait, or None if it may try."""
-        client = self._clients.get(ip)
+        client = self._clients.get(client_key(ip))
         remaining = client.locked_until - self._clock() if client else 0
         return max(1, math.ceil(remaining)) if remaining > 0 else None
 
     def record_failure(self, ip: str) -> None:
         now = self._clock()
+        ip = client_key(ip)
         client = self._clients.pop(ip, None) or _Client()
         client.failures.append(now)
         while client.failures and client.failures[0] <= now - self._config.window_ms / 1000:
@@ -128,7 +144,7 @@ class FailureLimiter:
             self._clients.popitem(last=False)
 
     def record_success(self, ip: str) -> None:
-        client = self._clients.get(ip)
+        client = self._clients.get(client_key(ip))
         if client is not None:
             client.failures.clear()
 

@@ -105,3 +105,19 @@ def headers(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:
 )
 def test_forwarded_client(pairs: list[tuple[str, str]], client: str | None) -> None:
     assert forwarded_client(headers(*pairs), frozenset({"10.0.0.2", "10.0.0.3"})) == client
+
+
+async def test_an_ipv6_client_is_locked_out_by_its_64_not_its_address(
+    start_gateway: StartGateway, state_dir: Path
+) -> None:
+    """A host usually holds a whole /64: new addresses from it are the same client."""
+    limit = RateLimitConfig(max_attempts=3)
+    gateway = await start_gateway(
+        make_config(state_dir, rate_limit=limit, trusted_proxies=(PROXY,))
+    )
+    for n in range(3):
+        assert await status(gateway, "bad", f"2001:db8:1:2::{n + 1:x}") == 401
+    assert await status(gateway, TOKEN, "2001:db8:1:2:ffff:ffff:ffff:ffff") == 429
+    assert await status(gateway, TOKEN, "[2001:DB8:1:2::77]:443") == 429
+    assert await status(gateway, TOKEN, "2001:db8:1:3::1") == 200  # the next /64: another client
+    assert await status(gateway, TOKEN, "203.0.113.9") == 200
