@@ -177,6 +177,6 @@ async def test_loopback_through_an_untrusted_proxy_is_not_exempt(
 def test_the_limiter_remembers_a_bounded_number_of_clients() -> None:
     limiter = FailureLimiter(RateLimitConfig(max_attempts=1, lockout_ms=60_000))
     for i in range(MAX_TRACKED_CLIENTS + 500):
-        limiter.record_failure(f"2001:db8::{i:x}")
+        limiter.record_failure(f"2001:db8:{i:x}::1")  # each in a /64 of its own
     assert len(limiter._clients) == MAX_TRACKED_CLIENTS
-    assert limiter.retry_after(f"2001:db8::{MAX_TRACKED_CLIENTS + 499:x}") is not None
+    assert limiter.retry_after(f"2001:db8:{MAX_TRACKED_CLIENTS + 499:x}::1") is not None
