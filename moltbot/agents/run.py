@@ -238,6 +238,11 @@ class Run:
         return self.answer.text
 
     @property
+    def has_pending(self) -> bool:
+        """Events are waiting for the consumer now: it may take them before writing out."""
+        return bool(self._pending)
+
+    @property
     def buffered_bytes(self) -> int:
         """What the run holds for its consumer now (never much above RUN_BUFFER_BYTES)."""
         return self._buffered

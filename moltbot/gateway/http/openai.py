@@ -110,7 +110,8 @@ async def complete(run: Run, chat: ChatCompletionRequest) -> web.Response:
 async def stream_completion(
     request: web.Request, run: Run, chat: ChatCompletionRequest
 ) -> web.StreamResponse:
-    """Relay the run as SSE chunks, each written as its delta arrives."""
+    """Relay the run as SSE chunks as its deltas arrive. Deltas that arrived together (a
+    provider's burst, read in one go) leave in one write: the same bytes, fewer syscalls."""
     out = CompletionStream(request, run, chat)
     keepalive = request.app.get(KEEPALIVE_KEY, KEEPALIVE_SECONDS)
     try:
@@ -123,6 +124,8 @@ async def stream_completion(
                     await out.delta(item.text)
                 elif isinstance(item, ToolCallChunk):
                     await out.tool_call(item)
+                if not run.has_pending:
+                    await out.flush()
         return await out.finish()
     except (ConnectionResetError, GatewayError):
         raise
@@ -149,18 +152,27 @@ class CompletionStream:
         self._stall = request.app.get(STALL_KEY, CONSUMER_STALL_SECONDS)
         self.stream: EventStream | None = None
         self._role_sent = False
+        # Frames not yet written: at most what the run had buffered (RUN_BUFFER_BYTES).
+        self._unsent: list[bytes] = []
 
     async def keepalive(self) -> None:
+        await self.flush()
         await (await self._open()).comment("keep-alive")
 
     async def delta(self, text: str) -> None:
-        stream = await self._open()
-        await stream.send_json(*self._role(), self._encoder.content(text))
+        await self._open()
+        self._unsent += (*self._role(), self._encoder.content(text))
 
     async def tool_call(self, chunk: ToolCallChunk) -> None:
-        stream = await self._open()
+        await self._open()
         frame = self._encoder.tool_call(chunk.index, chunk.id, chunk.name, chunk.arguments)
-        await stream.send_json(*self._role(), frame)
+        self._unsent += (*self._role(), frame)
+
+    async def flush(self) -> None:
+        """Write the frames taken so far, in one write."""
+        if self._unsent and self.stream is not None:
+            frames, self._unsent = self._unsent, []
+            await self.stream.send_json(*frames)
 
     async def finish(self) -> web.StreamResponse:
         run = self._run
@@ -169,7 +181,7 @@ class CompletionStream:
                 raise run_failure(run)
             return await self.fail(run_failure(run))
         stream = await self._open()
-        frames = [*self._role(), self._encoder.finish(run.finish_reason)]
+        frames = [*self._take_unsent(), *self._role(), self._encoder.finish(run.finish_reason)]
         if self._include_usage:
             frames.append(self._encoder.usage(run.usage))
         return await stream.done(*frames)
@@ -177,7 +189,11 @@ class CompletionStream:
     async def fail(self, failure: GatewayError) -> web.StreamResponse:
         stream = await self._open()
         body = error_body(failure.message, failure.type, code=failure.code)
-        return await stream.done(orjson.dumps(body))
+        return await stream.done(*self._take_unsent(), orjson.dumps(body))
+
+    def _take_unsent(self) -> list[bytes]:
+        frames, self._unsent = self._unsent, []
+        return frames
 
     async def _open(self) -> EventStream:
         if self.stream is None:

@@ -260,7 +260,8 @@ async def respond(run: Run, builder: ResponseBuilder, save: Save) -> web.Respons
 async def stream_response(
     request: web.Request, run: Run, builder: ResponseBuilder, save: Save
 ) -> web.StreamResponse:
-    """Relay the run as Responses events, each written as its chunk arrives."""
+    """Relay the run as Responses events as its chunks arrive; chunks that arrived together
+    leave in one write (see stream_completion)."""
     out = ResponseStream(request, run, builder, save)
     keepalive = request.app.get(KEEPALIVE_KEY, KEEPALIVE_SECONDS)
     try:
@@ -269,7 +270,9 @@ async def stream_response(
                 if event is None:
                     await out.keepalive()
                 elif isinstance(event.item, TextChunk | ToolCallChunk):
-                    await out.send(event.item)
+                    await out.take(event.item)
+                if not run.has_pending:
+                    await out.flush()
         return await out.finish()
     except (ConnectionResetError, GatewayError):
         raise
@@ -305,11 +308,14 @@ class ResponseStream:
             await stream.send_events(*events)
         await stream.comment("keep-alive")
 
-    async def send(self, item: EventItem) -> None:
-        stream = await self._open()
+    async def take(self, item: EventItem) -> None:
+        """Add a chunk to the response; its events go out with the next `flush`."""
+        await self._open()
         _feed(self._builder, item)
-        if events := self._builder.take_events():
-            await stream.send_events(*events)
+
+    async def flush(self) -> None:
+        if self.stream is not None and (events := self._builder.take_events()):
+            await self.stream.send_events(*events)
 
     async def finish(self) -> web.StreamResponse:
         run = self._run
