@@ -235,3 +235,26 @@ def turn(key: str, n: int) -> TurnRecord:
 
 def pairs(last: int) -> list[Message]:
     return [m for n in range(1, last + 1) for m in (user_text(f"q{n}"), assistant_text(f"a{n}"))]
+
+
+async def test_a_history_forgotten_during_its_turn_is_read_again(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The turn's lock comes with the session's head only (the history is remembered); when
+    the remembered history goes before the turn reads it, the turn reads it whole, never an
+    empty context."""
+    monkeypatch.setattr(postgres, "HISTORY_CACHE_SESSIONS", 1)
+    store = await PostgresStore.open(PostgresConfig(pg_dsn))
+    try:
+        for key in ("k", "other"):
+            turn = TurnRecord(
+                key, "main", f"r-{key}", (user_text("q"), assistant_text("a")), "ok", 1, 2
+            )
+            await store.record_turn(turn)
+        assert [m.text for m in await store.prompt_history("k")] == ["q", "a"]  # remembered
+        async with store.turn_lock("k"):
+            await store.prompt_history("other")  # pushes "k" out of the memory of one
+            history = await store.prompt_history("k")
+        assert [m.text for m in history] == ["q", "a"]
+    finally:
+        await store.close()

@@ -552,23 +552,28 @@ class PostgresStore:
             _, head, rows = prefetched
         else:
             head = self._known_head(key, max_messages)
-            rows = await self._on_turn_connection(
-                key,
-                "prompt_history",
-                lambda c: c.fetch(HISTORY, pg_text(key), max(0, max_messages), *head),
-            )
-        return self._history_from(key, max_messages, head, rows)
+            rows = await self._read_history(key, max_messages, head)
+        history = self._history_from(key, max_messages, head, rows)
+        if history is None:  # what was remembered went meanwhile: read it whole
+            rows = await self._read_history(key, max_messages, (None, None))
+            history = self._history_from(key, max_messages, (None, None), rows)
+        assert history is not None  # a read with no known head always has the rows
+        return history
+
+    async def _read_history(
+        self, key: str, max_messages: int, head: tuple[str | None, int | None]
+    ) -> list[asyncpg.Record]:
+        return await self._on_turn_connection(
+            key,
+            "prompt_history",
+            lambda c: c.fetch(HISTORY, pg_text(key), max(0, max_messages), *head),
+        )
 
     def _known_head(self, key: str, max_messages: int) -> tuple[str | None, int | None]:
         known = self._history.get(key)
-        return (
-            (known[0], known[1])
-            if known is not None and known[2] == max_messages
-            else (
-                None,
-                None,
-            )
-        )
+        if known is None or known[2] != max_messages:
+            return None, None
+        return known[0], known[1]
 
     def _history_from(
         self,
@@ -576,16 +581,20 @@ class PostgresStore:
         max_messages: int,
         head: tuple[str | None, int | None],
         rows: Sequence[Sequence[Any]],
-    ) -> list[Message]:
-        """The history of `rows` (HISTORY's), or the remembered one when its head is `head`."""
+    ) -> list[Message] | None:
+        """The history of `rows` (HISTORY's), or the remembered one when its head is `head`;
+        None when the database's head is `head` (so `rows` has no messages) but this process
+        no longer remembers that history (evicted, or dropped by a write in between)."""
         if not rows:  # no such session
             self._history.pop(key, None)
             return []
         now = (rows[0][0], rows[0][1])
         if key in self._turns:
             self._fresh.add(key)  # read under the turn lock: record_turn may carry it on
-        known = self._history.get(key)
-        if known is not None and head[0] is not None and now == head:
+        if head[0] is not None and now == head:
+            known = self._history.get(key)
+            if known is None or (known[0], known[1], known[2]) != (*now, max_messages):
+                return None
             self._history.move_to_end(key)
             return list(known[3])
         messages = [stored_message(r[2], r[3], r[4]) for r in reversed(rows) if r[2] is not None]
