@@ -42,7 +42,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from moltbot.config.model import LimitsConfig
-from moltbot.gateway.auth import normalize_ip
+from moltbot.gateway.auth import client_key, normalize_ip
 from moltbot.gateway.errors import RequestTimeout, error_body, error_response
 from moltbot.logs import get_logger
 
@@ -107,12 +107,14 @@ class ConnectionGuard:
         return self._all.count
 
     def open_from(self, ip: str) -> int:
-        group = self._by_ip.get(ip)
+        group = self._by_ip.get(client_key(ip))
         return group.count if group is not None else 0
 
     def admit(self, handler: GuardedRequestHandler, ip: str) -> bool:
-        """Count a new socket (as idle), making room if a cap is reached; False: refuse it."""
+        """Count a new socket (as idle), making room if a cap is reached; False: refuse it.
+        Sockets are counted per client as the auth limit counts them (an IPv6 /64)."""
         capped = ip not in self._trusted
+        ip = client_key(ip) if capped else ip
         group = self._by_ip.get(ip) if capped else None
         if group is not None and group.count >= self.limits.max_connections_per_ip:
             if not group.evict_oldest_idle():

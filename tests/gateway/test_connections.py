@@ -302,3 +302,13 @@ def test_the_open_file_limit_is_raised_to_fit_the_caps() -> None:
 
 def _open_files() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+def test_the_guard_counts_an_ipv6_client_by_its_64() -> None:
+    guard = ConnectionGuard(limits(max_connections=10, max_connections_per_ip=1), frozenset())
+    first, second, elsewhere = (FakeHandler(guard) for _ in range(3))
+    assert guard.admit(first, "2001:db8:1:2::1")  # type: ignore[arg-type]
+    assert guard.admit(second, "2001:db8:1:2::ffff")  # type: ignore[arg-type]
+    assert first.evicted  # the same /64: one client, over its cap of one
+    assert guard.admit(elsewhere, "2001:db8:1:3::1")  # type: ignore[arg-type]
+    assert not second.evicted and guard.open_from("2001:db8:1:2::7") == 1 and len(guard) == 2

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import WSMsgType, web
 
+from moltbot.gateway.auth import client_key
 from moltbot.gateway.state import AUTH_KEY
 from moltbot.gateway.ws.admission import Slot
 from moltbot.gateway.ws.call import can_approve
@@ -73,7 +74,7 @@ async def serve(request: web.Request, ws: web.WebSocketResponse, hub: Hub, peer:
         close_timeout=hub.options.close_timeout,
         max_payload=hub.options.max_payload,
     )
-    slot = hub.handshakes.take(peer.ip, lambda: _evicted(conn, hub))
+    slot = hub.handshakes.take(client_key(peer.ip), lambda: _evicted(conn, hub))
     try:
         await converse(request, conn, hub, peer, slot)
     except Exception:
