@@ -62,7 +62,12 @@ class GatewayProcess:
         if self.process.returncode is None:
             self.process.send_signal(sig)
         async with asyncio.timeout(timeout):
-            rest = await self.process.stderr.read()  # type: ignore[union-attr]
+            # Both pipes to their end: none is left for the garbage collector to close after
+            # the test's loop has closed (an "Exception ignored" warning).
+            rest, _ = await asyncio.gather(
+                self.process.stderr.read(),  # type: ignore[union-attr]
+                self.process.stdout.read(),  # type: ignore[union-attr]
+            )
             code = await self.process.wait()
         self.log += [json.loads(line) for line in rest.splitlines() if line.startswith(b"{")]
         return code
