@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -69,6 +70,67 @@ async def test_log_in_pick_an_agent_see_the_reply_stream_and_the_history_after_r
         await expect(chat.messages.nth(0)).to_contain_text("tell me something")
         await expect(chat.messages.nth(1).locator(".text")).to_have_text(SLOW_TEXT)
         await chat.expect_no_problems()
+
+
+EARLIER = {"role": "user", "content": [{"type": "text", "text": "said earlier"}]}
+
+
+async def test_a_message_sent_before_the_history_arrives_stays_on_screen(
+    start_gateway: StartGateway, open_page: OpenPage, state_dir: Path
+) -> None:
+    """Switching agents reads the new session's history; a user who sends at once must not
+    see that (older) answer wipe out their message and its reply."""
+    gateway = await start_gateway(make_config(state_dir, agents=AGENTS))  # the echo model
+    chat = await open_page(gateway)
+    history_ids: set[str] = set()
+    held: list[tuple[WebSocketRoute, str | bytes]] = []
+
+    def relay(route: WebSocketRoute) -> None:
+        server = route.connect_to_server()
+
+        def to_server(message: str | bytes) -> None:
+            frame = json.loads(message)
+            params = frame.get("params") or {}
+            if frame.get("method") == "chat.history" and params.get("sessionKey", "").startswith(
+                "agent:research:"
+            ):
+                history_ids.add(frame["id"])
+            server.send(message)
+
+        def to_page(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if frame.get("id") in history_ids:
+                # Answered later, after the user has sent, with one earlier message in it.
+                frame["payload"]["messages"] = [EARLIER] + frame["payload"]["messages"]
+                held.append((route, json.dumps(frame)))
+            else:
+                route.send(message)
+
+        route.on_message(to_server)
+        server.on_message(to_page)
+
+    await chat.page.route_web_socket(re.compile(r"/ws$"), relay)
+    await chat.open()
+    await chat.log_in()
+    await chat.expect_connected()
+    await chat.page.locator("#agent").select_option("research")
+    await expect(chat.page.locator("#chat-title")).to_have_text("Main session")
+    for _ in range(100):  # at most 5 s
+        if held:
+            break
+        await asyncio.sleep(0.05)
+    assert held, "the page did not read the research session's history"
+
+    await chat.send("sent at once")
+    await expect(chat.last_reply.locator(".text")).to_contain_text("sent at once")
+    for route, message in held:
+        route.send(message)
+    # The history goes in front of what was sent meanwhile.
+    await expect(chat.messages).to_have_count(3)
+    await expect(chat.messages.nth(0)).to_contain_text("said earlier")
+    await expect(chat.messages.nth(1)).to_contain_text("sent at once")
+    await expect(chat.messages.nth(2).locator(".text")).to_contain_text("sent at once")
+    await chat.expect_no_problems()
 
 
 async def test_the_stop_button_aborts_a_running_answer(

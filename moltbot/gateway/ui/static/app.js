@@ -404,10 +404,13 @@
       else button.removeAttribute("aria-current");
     }
     showTitle();
+    // Cleared now and the history put in front of what arrives meanwhile: a message sent (or
+    // a run's events) before the history comes back belongs to this session and stays.
+    ui.messages.replaceChildren();
     // Reading the history also subscribes this socket to the session's chat events.
     const history = await request("chat.history", { sessionKey: key, limit: HISTORY_LIMIT });
     if (key !== state.sessionKey) return;
-    ui.messages.replaceChildren(...(history.messages || []).map(messageElement));
+    ui.messages.prepend(...(history.messages || []).map(messageElement));
     scrollToEnd(true);
   }
 
